@@ -1,0 +1,42 @@
+"""Test configuration: Hypothesis profiles and a reproducible, printed seed.
+
+HYPOTHESIS_PROFILE=ci (default) keeps the suite fast on a 2-core CPU; HYPOTHESIS_PROFILE=thorough
+is for long nightly runs. Every run uses one seed, printed in the header and again after a
+failure; rerun with ``--hypothesis-seed=N`` (or OSDN_HYPOTHESIS_SEED=N) to replay it.
+"""
+
+import os
+import random
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, core, settings
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/strategies.py
+
+_common = dict(deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=12, **_common)
+settings.register_profile("thorough", max_examples=400, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_SEED = None
+
+
+def pytest_configure(config):
+    global _SEED
+    opt = config.getoption("--hypothesis-seed", default=None)
+    _SEED = int(opt) if opt is not None else int(os.environ.get("OSDN_HYPOTHESIS_SEED", random.randrange(2**31)))
+    core.global_force_seed = _SEED
+
+
+def pytest_report_header(config):
+    return (f"hypothesis profile {settings.get_current_profile_name()!r}, seed {_SEED} "
+            f"(replay: --hypothesis-seed={_SEED})")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if exitstatus not in (0, 5):
+        terminalreporter.write_line(
+            f"Hypothesis seed of this run: {_SEED}; replay with --hypothesis-seed={_SEED} "
+            f"(profile {settings.get_current_profile_name()!r})")
