@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "tolerance": ("osdn_fast.tolerance", "measure the fast path's error against the float64 reference"),
     "bench": ("osdn_fast.bench", "benchmark chunk_osdn against flash-linear-attention (GPU)"),
     "recall": ("osdn_ref.recall", "associative recall residuals, OSDN vs DeltaNet (mechanism)"),
+    "mqar": ("osdn_fast.mqar", "train small MQAR models, OSDN vs the same layer with eta = 0 (GPU)"),
 }
 
 
