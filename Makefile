@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 REPORTS ?= reports
 
-.PHONY: report test pytest docs env clean gpu-test tolerance bench recall
+.PHONY: report test pytest docs env clean gpu-test tolerance bench bench-ref recall
 
 # The environment: torch==2.13.0 is the CPU wheel on local disk (any looser request pulls a CUDA build).
 $(STAMP): pyproject.toml
@@ -29,6 +29,11 @@ pytest: $(STAMP)
 docs: $(STAMP)
 	@if [ -f docs/conf.py ]; then $(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html; \
 	else echo "docs/conf.py not present yet: no docs to build"; fi
+
+## CPU benchmarks of the float64 reference (pytest-benchmark), reports/bench-ref-cpu.json.
+bench-ref: $(STAMP)
+	mkdir -p $(REPORTS)
+	$(BIN)/python -m pytest -o addopts="" --benchmark-only --benchmark-json=$(REPORTS)/bench-ref-cpu.json tests/test_bench_ref.py
 
 ## On a machine with a CUDA GPU: the fast-path tests at realistic shapes, the tolerance report, the benchmark.
 gpu-test: $(STAMP)
