@@ -62,7 +62,10 @@ def check_shapes(
     initial_precond: Any = None,
     cu_seqlens: Any = None,
 ) -> Dims:
-    """Check ranks and shapes of every input against q (spec §1, §6) and return the dimensions.
+    """Check ranks and shapes of every input of E1–E8 against q (spec §1, §6) and return the dimensions.
+
+    q, k, v feed E3–E6; beta E5, E7; g (γ = exp g) E4, E5; alpha E1; eta E8; d_prior E1; the initial
+    state and preconditioner are S_0 and d_0 of the recurrence.
 
     Parameters
     ----------
@@ -125,7 +128,8 @@ def check_shapes(
 def check_cu_seqlens_values(cu_seqlens: Any, T: int) -> np.ndarray:
     """Check the values of ``cu_seqlens`` (spec §6) and return them as an int64 NumPy array.
 
-    They must be integers, start at 0, never decrease and end at T.
+    They must be integers, start at 0, never decrease and end at T. Each packed sequence runs E1–E8 from
+    its own initial (state, preconditioner); packed equals separate runs (T1).
     """
     arr = np.asarray(cu_seqlens.detach().cpu() if hasattr(cu_seqlens, "detach") else cu_seqlens)
     if not np.issubdtype(arr.dtype, np.integer):
@@ -141,7 +145,8 @@ def check_cu_seqlens_values(cu_seqlens: Any, T: int) -> np.ndarray:
 
 
 def check_scalars(d_min: float, d_max: Optional[float], eta_min: Optional[float], scale: Optional[float]) -> None:
-    """Check the clip bounds, the smallest hyper step and the output scale (spec §1, §6).
+    """Check the clip bounds of E2 (d_min ≤ d_max), the smallest hyper step η ≥ 0 of E8 and the output
+    scale of E6 (spec §1, §6).
 
     ``eta_min`` is the smallest entry of eta (None where it cannot be read without a device sync).
     NaN bounds or steps are rejected: they are configuration, not data.

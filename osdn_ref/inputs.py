@@ -20,7 +20,8 @@ L2NORM_EPS = 1e-6
 
 
 def l2norm(x: np.ndarray) -> np.ndarray:
-    """x / sqrt(‖x‖² + 1e-6) over the last axis (spec §2, use_qk_l2norm_in_kernel)."""
+    """x / sqrt(‖x‖² + 1e-6) over the last axis (spec §2, use_qk_l2norm_in_kernel): applied to q and k
+    before they enter E3, E4, E6 and E7."""
     return x / np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + L2NORM_EPS)
 
 
@@ -68,7 +69,10 @@ class Prepared:
 
 
 def segments(prep: Prepared):
-    """Yield (n, b, t0, t1): sequence n lives in batch row b, tokens [t0, t1)."""
+    """Yield (n, b, t0, t1): sequence n lives in batch row b, tokens [t0, t1).
+
+    Each sequence runs E1–E8 from its own (S_0, d_0); with cu_seqlens this is the packing of T1.
+    """
     if prep.cu_seqlens is None:
         for b in range(prep.dims.B):
             yield b, b, 0, prep.dims.T
@@ -95,7 +99,9 @@ def prepare(
     use_qk_l2norm_in_kernel=False,
     cu_seqlens=None,
 ) -> Prepared:
-    """Validate (spec §6) and convert the arguments of any reference form; see :func:`recurrent_osdn`."""
+    """Validate (spec §6) and convert the arguments of any reference form (E1–E8, C1–C3) to float64 with
+    every default applied (g = 0, α = 1, d° = 1, S_0 = 0, d_0 = d°, scale = K^(-1/2)); see
+    :func:`osdn_ref.recurrent_osdn`."""
     dims = check_shapes(q, k, v, beta, g, alpha, eta if hasattr(eta, "shape") else None, d_prior,
                         initial_state, initial_precond, cu_seqlens)
     B, T, H, K, V, N = dims.B, dims.T, dims.H, dims.K, dims.V, dims.N

@@ -362,7 +362,8 @@ def render_text(rows: List[Row]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``osdn verify``: run the checks, print the table, write the reports."""
+    """Entry point of ``osdn verify``: run the checks (T1–T5, D2, E1 resets, VJP, 50 digits, APF), print
+    the table, write the reports."""
     ap = argparse.ArgumentParser(prog="osdn verify", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="reports", help="folder for verify.md and verify.json (default: reports)")
     ap.add_argument("--quick", action="store_true", help="skip the largest T1 problem")
