@@ -9,7 +9,7 @@ from hypothesis import find, given, settings
 import osdn_ref
 from proofs.certificates.inequalities import (T4_ALTERED, T5_ALTERED, T5Instance, check_t4, check_t5, learner_mp,
                                               summarize, t5_assumptions)
-from proofs.certificates.instances import t4_instances, t5_instances
+from proofs.certificates.instances import t4_instances, t5_instances, t5_short_key_instances
 from proofs.certificates.report import t5_assumption_drops
 
 _SMALLEST = {}
@@ -35,14 +35,6 @@ def test_t5_contraction_sum_bound_at_50_digits(inst):
     m = check_t5(inst)
     _record("T5", [m])
     assert m.holds, m
-
-
-def test_print_smallest_margins(capsys):
-    """Run after the two properties above (file order); prints the smallest margins they saw."""
-    with capsys.disabled():
-        for s, m in sorted(_SMALLEST.items()):
-            print(f"\n[certificates] smallest {s} margin this run: relative {m.rel:.3e}, absolute {m.margin:.3e} "
-                  f"({m.label}, {m.meta})")
 
 
 def test_t5_bound_is_attained():
@@ -103,3 +95,21 @@ def test_float64_reference_matches_the_certificate(inst):
     mp_margin = check_t4(inst)[2]  # comparators: best_fixed, start, random
     assert r64["bound"] == pytest.approx(mp_margin.bound, rel=1e-7, abs=1e-9)
     assert r64["regret"] == pytest.approx(mp_margin.value, rel=1e-6, abs=1e-7 * max(1.0, abs(mp_margin.bound)))
+
+
+@given(t5_short_key_instances())
+def test_t5_extends_to_keys_of_norm_at_most_one(inst):
+    """The extension stated in proofs/T5.md: with ‖k_t‖ ≤ 1 (and the other assumptions) the bound holds."""
+    assert t5_assumptions(inst)["beta_le_1"] and t5_assumptions(inst)["eta_in_0_2"]
+    assert np.all(np.linalg.norm(inst.k, axis=-1) <= 1.0)
+    m = check_t5(inst)
+    _record("T5 (‖k‖ ≤ 1)", [m])
+    assert m.holds, m
+
+
+def test_print_smallest_margins(capsys):
+    """Last in the file: prints the smallest margins the properties above saw in this run."""
+    with capsys.disabled():
+        for s, m in sorted(_SMALLEST.items()):
+            print(f"\n[certificates] smallest {s} margin this run: relative {m.rel:.3e}, absolute {m.margin:.3e} "
+                  f"({m.label}, {m.meta})")

@@ -312,16 +312,16 @@ def write_api_pages() -> None:
         _write_if_changed(DOCS / "api" / f"{package}.rst", "\n".join(lines) + "\n")
 
 
-def _md_escape(x) -> str:
-    s = json.dumps(x) if isinstance(x, (dict, list)) else str(x)
-    s = s.replace("|", "\\|").replace("\n", " ")
-    return s if len(s) <= 120 else s[:117] + "…"
+def _md_escape(x, limit: int = 160) -> str:
+    s = json.dumps(x, ensure_ascii=False, default=str) if isinstance(x, (dict, list)) else str(x)
+    s = s.replace("|", "\\|").replace("\n", " ").replace("`", "'")
+    return s if len(s) <= limit else s[:limit - 1] + "…"
 
 
 def _fmt_val(x) -> str:
     if isinstance(x, float):
         return f"{x:.3e}" if (x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4)) else f"{x:.6g}"
-    return _md_escape(x)
+    return _md_escape(x, 400 if isinstance(x, (dict, list)) else 160)
 
 
 def _render_json(obj, depth: int, lines: List[str]) -> None:
@@ -329,10 +329,10 @@ def _render_json(obj, depth: int, lines: List[str]) -> None:
     if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
         cols: List[str] = []
         for r in obj:
-            for k2, v2 in r.items():
-                if k2 not in cols and not isinstance(v2, (dict, list)):
+            for k2 in r:
+                if k2 not in cols:
                     cols.append(k2)
-        nested = [k2 for r in obj for k2, v2 in r.items() if isinstance(v2, (dict, list))]
+        nested: List[str] = []
         lines += ["| " + " | ".join(_md_escape(c) for c in cols) + " |", "|" + "---|" * len(cols)]
         for r in obj[:MAX_ROWS]:
             lines.append("| " + " | ".join(_fmt_val(r.get(c, "")) for c in cols) + " |")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from .inequalities import T4Instance, T5Instance, comparators_t4
 
-__all__ = ["t4_instances", "t5_instances", "T4_KINDS", "T5_KINDS"]
+__all__ = ["t4_instances", "t5_instances", "t5_short_key_instances", "T4_KINDS", "T5_KINDS"]
 
 T4_KINDS = ("random", "eta_edge", "collinear", "at_comparator")
 T5_KINDS = ("random", "eta_to_2", "eta_to_0", "beta_to_1", "one_hot", "revisits", "ill_conditioned")
@@ -84,3 +84,18 @@ def t5_instances(draw, kinds=T5_KINDS, max_T=40, max_K=5):
         d_star = 10.0 ** rng.uniform(0, 6, K)
         k = rng.standard_normal(K) + 10.0 ** -draw(st.integers(2, 8)) * rng.standard_normal((T, K))
     return T5Instance(k=k, d_star=d_star, eta=eta, d0=d0, kind=kind)
+
+
+@st.composite
+def t5_short_key_instances(draw, max_T=40, max_K=5):
+    """T5 beyond its stated unit-key assumption, where the proof still goes through (proofs/T5.md): keys
+    with 0 < ‖k_t‖ ≤ 1, not normalised; a consistent d* scaled so that β_t = 1/⟨k_t², d*⟩ ≤ 1; η ∈ (0, 2)."""
+    T = draw(st.integers(1, max_T))
+    K = draw(st.integers(1, max_K))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    norms = rng.uniform(draw(st.sampled_from([1e-3, 0.2, 0.9])), 1.0, (T, 1))
+    k = _unit(rng.standard_normal((T, K))) * norms
+    d_star = rng.uniform(1.0, 3.0, K) / float(np.min(norms) ** 2)  # β_t = 1/⟨k_t², d*⟩ ≤ 1
+    eta = float(draw(st.sampled_from([float(rng.uniform(0.05, 1.95)), 2.0 - 1e-9, 1e-6])))
+    return T5Instance(k=k, d_star=d_star, eta=eta, d0=rng.uniform(0.0, 4.0, K) / float(np.min(norms) ** 2),
+                      unit=False, kind="short_keys")
