@@ -2,6 +2,11 @@
 every chunk size, with hard resets (α = 0), decays, an active clip and η > 0; each deliberately wrong
 variant of C1–C3 is shown unequal on some instance."""
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # proofs/ is not an installed package
+
 from fractions import Fraction as F
 
 import numpy as np

@@ -2,6 +2,11 @@
 proved for general dimension, and each deliberately altered identity is not proved *and* is disproved by
 an exact rational counterexample, so the prover cannot pass everything."""
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # proofs/ is not an installed package
+
 import pytest
 import sympy as sp
 

@@ -2,6 +2,11 @@
 Hypothesis instances, adversarial kinds included (η → 2, η → 0, β → 1, one-hot keys where T5 is
 attained, nearly collinear keys and nearly singular comparators); altered statements are rejected."""
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # proofs/ is not an installed package
+
 import numpy as np
 import pytest
 from hypothesis import find, given, settings

@@ -3,6 +3,10 @@ public function (each module's ``__all__``) of osdn_ref and osdn_fast cites a sp
 The checker itself is shown to flag an orphaned label and an uncited function on synthetic packages."""
 
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # proofs/ is not an installed package
+
 import textwrap
 
 import pytest
