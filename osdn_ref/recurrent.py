@@ -29,6 +29,9 @@ TRACE_FIELDS = {
 def osdn_step(h, d, q, k, v, beta, g, alpha, eta, d_prior, scale, d_min, d_max):
     """One token of the recurrence, E1–E8, for a batch of heads.
 
+    E5 is the right-preconditioned gradient step of D2 on the inner loss of D1; E1 and E8 together are
+    the learner of D4 (it reads k, β and its own d, never the state).
+
     Parameters
     ----------
     h : [..., K, V]   state S_{t-1}ᵀ
@@ -103,8 +106,8 @@ def recurrent_osdn(
 ):
     """OSDN by its recurrence E1–E8, token by token, in float64 (spec §2, §6).
 
-    Implements E1 (APF), E2 (clip), E3 (write key), E4 (residual), E5 (write), E6 (read),
-    E7 (contraction factor) and E8 (hypergradient step).
+    Implements E1 (APF), E2 (clip), E3 (write key), E4 (residual), E5 (write: the right-preconditioned
+    gradient step of D2), E6 (read), E7 (contraction factor) and E8 (hypergradient step of D3).
 
     Parameters
     ----------
