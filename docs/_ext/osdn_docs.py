@@ -363,8 +363,14 @@ def _render_json(obj, depth: int, lines: List[str]) -> None:
 
 
 def write_reports_page() -> None:
-    files = sorted((ROOT / "reports").glob("*.json"))
+    def rank(f):
+        order = ("verify", "tolerance", "certificates")
+        return (next((i for i, o in enumerate(order) if f.name.startswith(o)), len(order)), f.name)
+
+    files = sorted((ROOT / "reports").glob("*.json"), key=rank)
     lines = [f"<!-- generated at build time from {len(files)} file(s) in reports/ -->", ""]
+    if files:
+        lines += ["Files rendered below: " + ", ".join(f"`{f.name}`" for f in files) + ".", ""]
     if not files:
         lines += ["No `reports/*.json` file exists in this checkout yet: run `make report` "
                   "(and `python -m proofs.certificates`, `osdn tolerance`) first.", ""]
