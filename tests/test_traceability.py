@@ -119,3 +119,19 @@ def test_checker_reports_unimportable_modules(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     res = scan(("fakepkg_broken",))
     assert "fakepkg_broken.bad" in res.unimportable
+
+
+def test_docs_extension_links_labels_in_docstrings():
+    """The docs extension turns labels into links to their equations, leaving literals alone."""
+    pytest.importorskip("sphinx")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "_ext"))
+    import osdn_docs
+
+    out = osdn_docs._link_labels("Implements E1–E8 (see ``E5`` and D2).")
+    assert ":ref:`E1 <spec-E1>`–:ref:`E8 <spec-E8>`" in out
+    assert ":ref:`D2 <spec-D2>`" in out
+    assert "``E5``" in out and "<spec-E5>" not in out
+    assert osdn_docs._link_labels("E9 is not a label") == "E9 is not a label"
+    lines = ["A value |ρ_t| (E7) and a glob tolerance-*.json."]
+    osdn_docs.process_docstring(None, "function", "f", None, {}, lines)
+    assert "\\|ρ_t\\|" in lines[0] and "\\*.json" in lines[0] and "<spec-E7>" in lines[0]
