@@ -27,6 +27,10 @@ Definitions used here (the issue leaves them open; these are the choices of this
     β Σ s_i² z_i²/‖z‖² / (β s_i²) = 1): the case a diagonal preconditioner targets. T5 is stated for
     unit keys; its proof step ‖e_{t}‖² ≤ ‖e_{t-1}‖² − ρ_t²(2η/‖k_t‖² − η²β²) still gives the bound for
     ‖k_t‖ ≤ 1, β ≤ 1 (derived here, not in the spec).
+  - ``aniso-drift``: as ``aniso-scale``, but the second half of the N keys (in stream order) has a
+    fresh permutation s' of the scales: the per-key comparator jumps from 1/(βs²) to 1/(βs'²) halfway
+    through every pass (and back at the start of the next), so a single d* exists only while the
+    keys underdetermine it (N ≲ K); this is the drifting-comparator case APF (E1) is meant for.
   - ``corr``: k = (√(1−c) z + √c μ)/‖·‖ with one shared random direction μ per seed, c = 0.5
     (pairwise cosines ≈ 0.5). Unit keys, so d* = 1/β exists, but no diagonal d can undo correlation.
 * Presentations: ``once`` (each pair once); ``jrt2`` / ``jrt4`` (the same N pairs, same order,
@@ -74,7 +78,7 @@ __all__ = [
     "main",
 ]
 
-GEOMETRIES = ("iso", "aniso-dir", "aniso-scale", "corr")
+GEOMETRIES = ("iso", "aniso-dir", "aniso-scale", "aniso-drift", "corr")
 PRESENTATIONS = ("once", "jrt2", "jrt4", "jrt8", "update")
 _REPEATS = {"once": 1, "jrt2": 2, "jrt4": 4, "jrt8": 8, "update": 2}
 
@@ -92,8 +96,8 @@ def make_keys(rng: np.random.Generator, n: int, K: int, geometry: str, scales=No
     rng : numpy Generator
     n, K : int
         Number of keys and key width.
-    geometry : {"iso", "aniso-dir", "aniso-scale", "corr"}
-        See the module docstring. All but ``aniso-scale`` give unit keys, for which the right-Newton
+    geometry : {"iso", "aniso-dir", "aniso-scale", "aniso-drift", "corr"}
+        See the module docstring. All but ``aniso-scale``/``aniso-drift`` give unit keys, for which the right-Newton
         comparator of D5/T5 is d* = 1/β · 1.
     scales : array [K], optional
         Per-feature scales s (``aniso-*``); required there.
@@ -111,7 +115,7 @@ def make_keys(rng: np.random.Generator, n: int, K: int, geometry: str, scales=No
         k = z
     elif geometry == "aniso-dir":
         k = z * scales[None, :]
-    elif geometry == "aniso-scale":
+    elif geometry in ("aniso-scale", "aniso-drift"):
         return scales[None, :] * z / np.linalg.norm(z, axis=1, keepdims=True)
     elif geometry == "corr":
         k = math.sqrt(1.0 - corr) * z / math.sqrt(K) + math.sqrt(corr) * mu[None, :]
@@ -145,7 +149,8 @@ def make_stream(geometry: str, presentation: str, n_pairs: int, K: int, V: int, 
     Returns
     -------
     dict with ``k`` [T, K], ``v`` [T, V] (the stream), ``keys`` [N, K], ``targets`` [N, V] (read-back
-    targets), ``scales`` [K] (ones unless ``aniso-*``), ``pass_index`` [T].
+    targets), ``scales`` [K] (ones unless ``aniso-*``), ``scales2`` [K] (the scales of the second half of
+    the keys for ``aniso-drift``, else ``scales``), ``pass_index`` [T].
     """
     if presentation not in _REPEATS:
         raise ValueError(f"presentation: expected one of {PRESENTATIONS}, got {presentation!r}")
@@ -158,11 +163,20 @@ def make_stream(geometry: str, presentation: str, n_pairs: int, K: int, V: int, 
         mu = rng.standard_normal(K)
         mu /= np.linalg.norm(mu)
     keys = make_keys(rng, n_pairs, K, geometry, scales=scales, mu=mu, corr=corr)
+    scales2 = scales
+    h1 = (n_pairs + 1) // 2  # aniso-drift: the second half of the keys has other per-feature scales
+    if geometry == "aniso-drift":
+        scales2 = rng.permutation(scales)
+        keys[h1:] = make_keys(rng, n_pairs - h1, K, geometry, scales=scales2)
     R = _REPEATS[presentation]
     ks, vs, pidx = [], [], []
     values = rng.standard_normal((n_pairs, V)) / math.sqrt(V)
     for r in range(R):
-        if presentation == "update":
+        if presentation == "update" and geometry == "aniso-drift":  # keep the drift in time
+            order = np.concatenate([rng.permutation(h1), h1 + rng.permutation(n_pairs - h1)])
+            if r > 0:
+                values = rng.standard_normal((n_pairs, V)) / math.sqrt(V)
+        elif presentation == "update":
             order = rng.permutation(n_pairs)
             if r > 0:
                 values = rng.standard_normal((n_pairs, V)) / math.sqrt(V)
@@ -172,7 +186,7 @@ def make_stream(geometry: str, presentation: str, n_pairs: int, K: int, V: int, 
         vs.append(values[order])
         pidx.append(np.full(n_pairs, r))
     return dict(k=np.concatenate(ks), v=np.concatenate(vs), keys=keys, targets=values.copy(),
-                scales=scales, pass_index=np.concatenate(pidx))
+                scales=scales, scales2=scales2, pass_index=np.concatenate(pidx))
 
 
 def comparator(keys: np.ndarray, beta: float) -> Optional[np.ndarray]:
@@ -525,7 +539,7 @@ def regime_sentences(records: List[dict], eta: float = 1.0) -> Dict[str, str]:
             regimes.append((r["geometry"], r["presentation"]))
     for geo, pres in regimes:
         rr = [r for r in rows if r["geometry"] == geo and r["presentation"] == pres]
-        unit = geo != "aniso-scale"  # unit keys: d* = 1/β · 1 (T5)
+        unit = geo not in ("aniso-scale", "aniso-drift")  # unit keys: d* = 1/β · 1 (T5)
         idle = [r for r in rr if unit and r["beta"] == 1.0]
         active = [r for r in rr if r not in idle]
         helps = [r for r in active if _verdict(r) == "helps"]
@@ -547,8 +561,11 @@ def regime_sentences(records: List[dict], eta: float = 1.0) -> Dict[str, str]:
         lo, hi = min(r["rho_last"] for r in active), max(r["rho_last"] for r in active)
         dlo, dhi = min(dn[k(r)]["rho_last"] for r in active), max(dn[k(r)]["rho_last"] for r in active)
         why = (f"Why: on the last pass OSDN's learner plays mean |ρ_t| = {lo:.2f}–{hi:.2f} against DeltaNet's "
-               f"{dlo:.2f}–{dhi:.2f} (T5: a comparator exists, "
-               + ("d* = 1/β · 1" if unit else "d* = 1/(βs²) per feature") + ", so ρ_t falls)")
+               f"{dlo:.2f}–{dhi:.2f} ("
+               + ("T5: a comparator exists, d* = 1/β · 1, so ρ_t falls" if unit else
+                  "T5: a comparator exists, d* = 1/(βs²) per feature, so ρ_t falls" if geo == "aniso-scale" else
+                  "T5 does not apply: the comparator jumps from 1/(βs²) to 1/(βs'²) halfway through each pass")
+               + ")")
         if unit:
             why += (", i.e. it moves towards d* where its write β r (d* ⊙ k)ᵀ = r kᵀ is DeltaNet's at β = 1 "
                     "(T3: each token fitted exactly)")
@@ -603,7 +620,7 @@ def eta_summary(records: List[dict]) -> List[dict]:
     out = []
     for eta, apf in heads:
         rows = [r for r in summarize(records, eta=eta, apf=apf) if r["d_max"] is None
-                and not (r["geometry"] != "aniso-scale" and r["beta"] == 1.0)]
+                and not (r["geometry"] not in ("aniso-scale", "aniso-drift") and r["beta"] == 1.0)]
         v = [_verdict(r) for r in rows]
         ratios = np.array([r["ratio"] for r in rows])
         out.append(dict(eta=eta, apf=apf, helps=v.count("helps"), hurts=v.count("hurts"), same=v.count("same"),
@@ -704,7 +721,8 @@ def write_reports(records: List[dict], cfg: RecallConfig, out: str, meta: dict) 
         "- Geometries: `iso` unit Gaussian directions; `aniso-dir` k = (s⊙z)/‖s⊙z‖, s log-uniform on "
         f"[{cfg.s_min}, 1] (unit keys: anisotropy only in the direction distribution); `aniso-scale` "
         f"k = s⊙z/‖z‖ (non-unit keys with ‖k‖ ≤ 1, so β‖k‖² ≤ 1 and DeltaNet cannot diverge; comparator "
-        f"d* = 1/(βs²)); `corr` k ∝ √(1−c) z/√K + √c μ, one shared direction μ, c = {cfg.corr}.\n"
+        f"d* = 1/(βs²)); `aniso-drift` as `aniso-scale` but the second half of the keys uses a fresh "
+        f"permutation s' of the scales (the comparator drifts within every pass); `corr` k ∝ √(1−c) z/√K + √c μ, one shared direction μ, c = {cfg.corr}.\n"
         "- Presentations: `once`; `jrtR`: the same pairs in the same order R times (JRT-style); "
         "`update`: the keys twice, each pass in a fresh order with fresh values.\n"
         f"- APF: constant α = 1 − 1/({cfg.apf_window:g}K) = {1 - 1 / (cfg.apf_window * cfg.K):.4f} "
@@ -768,15 +786,15 @@ def write_reports(records: List[dict], cfg: RecallConfig, out: str, meta: dict) 
         "faster at full step), and worst when N/K ≳ 1 or keys are correlated, where full writes erase "
         "the other stored keys and a smaller β averages. The feedback h_t(d) is state-free (D3): it never "
         "sees that interference, so OSDN cannot tell the two situations apart.\n"
-        "- Non-unit keys (`aniso-scale`): DeltaNet's ρ_t = 1 − β‖k_t‖² stays large even at β = 1 and the "
+        "- Non-unit keys (`aniso-scale`, `aniso-drift`): DeltaNet's ρ_t = 1 − β‖k_t‖² stays large even at β = 1 and the "
         "comparator d* = 1/(βs²) is per feature — the case a diagonal preconditioner targets, and one no "
         "choice of β reproduces. (T5 is stated for unit keys; its one-step inequality "
         "‖e_t‖² ≤ ‖e_{t−1}‖² − ρ_t²(2η/‖k_t‖² − η²β²) still gives the same bound when ‖k_t‖ ≤ 1, β ≤ 1 — "
         "derived here, not in the spec.) Interference with the other stored keys is again invisible to D3.\n"
-        "- APF (E1) with a constant α pulls d back to d° = 1. The comparator never drifts in this grid "
-        "(the feedback depends on the keys only, not on the values, so even `update` has a fixed d*), so "
-        "T4's dynamic-regret argument for APF has nothing to track here; what APF does to recall is measured "
-        "per regime below.\n")
+        "- APF (E1) with a constant α pulls d back to d° = 1. The feedback depends on the keys only, not on "
+        "the values (D3), so `update` does not move the comparator; only `aniso-drift` does (the per-feature "
+        "scales change halfway through each pass), which is where T4's dynamic-regret argument gives APF "
+        "something to track. What APF does to recall is measured per regime below.\n")
     L.append("## One sentence per regime\n")
     L.append("\"helps\"/\"hurts\": the paired per-seed difference OSDN − DeltaNet exceeds 2 standard "
              "errors and the ratio of means differs from 1 by more than 1%. In parentheses: the per-seed "
@@ -812,14 +830,12 @@ def write_reports(records: List[dict], cfg: RecallConfig, out: str, meta: dict) 
                  f"{'on' if r['apf'] else 'off'} | {'∞' if r['d_max'] is None else format(r['d_max'], 'g')} | "
                  f"{_pm(r['mean'], r['std'])} | {r['mean'] / r['deltanet_mean']:.3f} | {r['rho_last']:.3f} |")
     L.append("\n</details>\n")
-    L.append("## Not done\n")
     if meta.get("fast_vs_reference") is None:
+        L.append("## Not done\n")
         L.append("- Kernel agreement is not part of this run (backend `reference` only). `osdn recall --backend both` "
                  "runs the same grid through `osdn_fast.chunk_osdn` (spec §6; on a GPU when there is one) and "
                  "adds the comparison here; tests/test_recall.py checks the agreement at a tiny size in the "
                  "Triton interpreter on the CPU.")
-    L.append("- A regime where the comparator drifts (e.g. per-feature scales that change mid-stream), the "
-             "one APF is meant for (T4 dynamic regret), is not in the grid.\n")
     with open(paths["md"], "w") as f:
         f.write("\n".join(L))
     return paths

@@ -106,7 +106,8 @@ def test_T5_bound_on_harness_streams(geo, pres, n, beta, eta, seed):
 @given(geo=GEOS, pres=PRES, n=st.integers(1, 10), seed=st.integers(0, 2**16))
 def test_streams(geo, pres, n, seed):
     """Streams are seeded, JRT repeats the same pairs in order, update's targets are the last pass's values,
-    unit geometries give unit keys, aniso-scale keys have ‖k‖ ≤ 1 and comparator 1/(βs²) (T5)."""
+    unit geometries give unit keys, aniso-scale keys have ‖k‖ ≤ 1 and comparator 1/(βs²) (T5), aniso-drift
+    the comparator 1/(βs²) on the first half of the keys and 1/(βs'²) on the second."""
     K, V = 6, 3
     a, b = R.make_stream(geo, pres, n, K, V, seed), R.make_stream(geo, pres, n, K, V, seed)
     for x in ("k", "v", "keys", "targets"):
@@ -114,10 +115,12 @@ def test_streams(geo, pres, n, seed):
     reps = R._REPEATS[pres]
     assert a["k"].shape == (reps * n, K) and a["v"].shape == (reps * n, V)
     norms = np.linalg.norm(a["keys"], axis=1)
-    if geo == "aniso-scale":
+    if geo in ("aniso-scale", "aniso-drift"):
         assert np.all(norms <= 1 + 1e-12)
-        beta = 0.5
-        np.testing.assert_allclose(beta * (a["keys"] ** 2) @ (1.0 / (beta * a["scales"] ** 2)), 1.0, rtol=1e-10)
+        beta, h1 = 0.5, (n + 1) // 2 if geo == "aniso-drift" else n
+        np.testing.assert_allclose(beta * (a["keys"][:h1] ** 2) @ (1.0 / (beta * a["scales"] ** 2)), 1.0, rtol=1e-10)
+        np.testing.assert_allclose(beta * (a["keys"][h1:] ** 2) @ (1.0 / (beta * a["scales2"] ** 2)), 1.0, rtol=1e-10)
+        np.testing.assert_array_equal(np.sort(a["scales"]), np.sort(a["scales2"]))
     else:
         np.testing.assert_allclose(norms, 1.0, rtol=1e-12)
     last = a["pass_index"] == reps - 1
