@@ -31,7 +31,8 @@ from proofs.labels import LABEL_TITLES, SPEC_LABELS, label_spans, scan
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("osdn_ref", "osdn_fast")
+PACKAGES = ("osdn_ref", "osdn_fast")  # scanned for traceability
+API_PACKAGES = PACKAGES + ("proofs",)  # documented
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
 _SCAN = None
@@ -285,8 +286,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def write_api_pages() -> None:
     titles = {"osdn_ref": "osdn_ref — float64 reference and theory quantities",
-              "osdn_fast": "osdn_fast — Triton kernels behind the torch API"}
-    for package in PACKAGES:
+              "osdn_fast": "osdn_fast — Triton kernels behind the torch API",
+              "proofs": "proofs — certificates and the traceability scan"}
+    for package in API_PACKAGES:
         try:
             by_mod = _public_by_module(package)
         except Exception as exc:
@@ -308,7 +310,15 @@ def write_api_pages() -> None:
             lines += ([f"   :members: {', '.join(routines)}", "   :member-order: bysource", ""]
                       if routines else ["   :no-members:", ""])
             for n in data:
-                lines += [f".. autodata:: {modname}.{n}", ""]
+                # the annotation is suppressed (string annotations would become broken cross-references);
+                # the value is shown as a literal block instead
+                import pprint
+
+                value = pprint.pformat(getattr(mod, n, None), width=100, compact=True).splitlines()
+                if len(value) > 30:
+                    value = value[:30] + ["..."]
+                lines += [f".. autodata:: {modname}.{n}", "   :annotation:", "", "   Value::", ""]
+                lines += [f"      {v}" for v in value] + [""]
         _write_if_changed(DOCS / "api" / f"{package}.rst", "\n".join(lines) + "\n")
 
 
@@ -433,7 +443,19 @@ def missing_reference(app, env, node, contnode):
     return None
 
 
+_QUOTED_ANNOTATION = re.compile(r":\s*'[^']*'")
+
+
+def process_signature(app, what, name, obj, options, signature, return_annotation):
+    """Drop string annotations (dataclass fields under ``from __future__ import annotations``) that
+    ``autodoc_typehints = "none"`` leaves in class signatures."""
+    if signature and "'" in signature:
+        return _QUOTED_ANNOTATION.sub("", signature), return_annotation
+    return None
+
+
 def setup(app):
+    app.connect("autodoc-process-signature", process_signature)
     app.connect("autodoc-process-docstring", process_docstring, priority=600)
     app.connect("builder-inited", builder_inited)
     app.connect("missing-reference", missing_reference)
