@@ -1,4 +1,5 @@
-"""Symbolic certificates of the identities behind D1, D2, D3, D5 and T5 (and the C1/C3 algebra of T1).
+"""Symbolic certificates of the identities behind D1–D5, T4 and T5 (T1 is certified in exact arithmetic by
+``proofs.certificates.exact``).
 
 Each ``claim_*`` function returns ``(lhs, rhs)`` for a *general* dimension: lengths are sympy
 symbols (K for keys, V for values) and vectors are ``IndexedBase`` objects, so the identity proved by
