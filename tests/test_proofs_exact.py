@@ -7,39 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # proofs/ is not an installed package
 
-from fractions import Fraction as F
-
-import numpy as np
 import pytest
 from hypothesis import find, given, settings
-from hypothesis import strategies as st
 
-from proofs.certificates.exact import ALTERATIONS, chunkwise_exact, recurrent_exact
-
-
-@st.composite
-def exact_problems(draw, max_T=7, max_K=3, max_V=2):
-    T = draw(st.integers(1, max_T))
-    K = draw(st.integers(1, max_K))
-    V = draw(st.integers(1, max_V))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    rat = lambda lo=-3, hi=3: F(int(rng.integers(lo, hi + 1)), int(rng.integers(1, 4)))  # noqa: E731
-    pick = lambda xs: xs[int(rng.integers(0, len(xs)))]  # noqa: E731
-    kw = dict(
-        q=[[rat() for _ in range(K)] for _ in range(T)],
-        k=[[rat() for _ in range(K)] if rng.uniform() > 0.1 else [F(0)] * K for _ in range(T)],
-        v=[[rat() for _ in range(V)] for _ in range(T)],
-        beta=[pick([F(0), F(1, 4), F(1, 2), F(1), F(3, 2)]) for _ in range(T)],
-        gamma=[pick([F(1), F(1), F(1, 2), F(3, 4)]) for _ in range(T)],
-        alpha=[pick([F(1), F(1), F(1, 2), F(0)]) for _ in range(T)],
-        eta=pick([F(0), F(1, 2), F(1), F(3, 2)]),
-        d_prior=[pick([F(1), F(1, 2), F(3, 2)]) for _ in range(K)],
-        S0=[[rat() for _ in range(K)] for _ in range(V)],
-        d0=[rat(0, 3) for _ in range(K)],
-    )
-    clip = draw(st.sampled_from(["none", "default", "active"]))
-    kw["d_min"], kw["d_max"] = {"none": (None, None), "default": (F(0), None), "active": (F(3, 4), F(5, 4))}[clip]
-    return kw
+from proofs.certificates.exact import ALTERATIONS, chunkwise_exact, exact_problems, recurrent_exact
 
 
 @given(exact_problems())

@@ -13,7 +13,10 @@ from __future__ import annotations
 from fractions import Fraction as F
 from typing import List, Optional, Sequence
 
-__all__ = ["recurrent_exact", "chunkwise_exact", "ALTERATIONS"]
+import numpy as np
+from hypothesis import strategies as st
+
+__all__ = ["recurrent_exact", "chunkwise_exact", "exact_problems", "ALTERATIONS"]
 
 Vec = List[F]
 Mat = List[List[F]]
@@ -123,3 +126,30 @@ def chunkwise_exact(q, k, v, beta, gamma, alpha, eta, d_prior, d_min, d_max, S0:
               for c in range(K)] for aa in range(V)]
         del hi
     return out, S, [d_prior[c] + delta[c] for c in range(K)]
+
+
+@st.composite
+def exact_problems(draw, max_T=7, max_K=3, max_V=2):
+    """Hypothesis strategy: a small rational problem (keyword arguments of :func:`recurrent_exact`) with zero
+    keys, β up to 3/2, decays 1/2 and 3/4, gates 0, 1/2, 1, η up to 3/2, and the clip absent, default or active."""
+    T = draw(st.integers(1, max_T))
+    K = draw(st.integers(1, max_K))
+    V = draw(st.integers(1, max_V))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rat = lambda lo=-3, hi=3: F(int(rng.integers(lo, hi + 1)), int(rng.integers(1, 4)))  # noqa: E731
+    pick = lambda xs: xs[int(rng.integers(0, len(xs)))]  # noqa: E731
+    kw = dict(
+        q=[[rat() for _ in range(K)] for _ in range(T)],
+        k=[[rat() for _ in range(K)] if rng.uniform() > 0.1 else [F(0)] * K for _ in range(T)],
+        v=[[rat() for _ in range(V)] for _ in range(T)],
+        beta=[pick([F(0), F(1, 4), F(1, 2), F(1), F(3, 2)]) for _ in range(T)],
+        gamma=[pick([F(1), F(1), F(1, 2), F(3, 4)]) for _ in range(T)],
+        alpha=[pick([F(1), F(1), F(1, 2), F(0)]) for _ in range(T)],
+        eta=pick([F(0), F(1, 2), F(1), F(3, 2)]),
+        d_prior=[pick([F(1), F(1, 2), F(3, 2)]) for _ in range(K)],
+        S0=[[rat() for _ in range(K)] for _ in range(V)],
+        d0=[rat(0, 3) for _ in range(K)],
+    )
+    clip = draw(st.sampled_from(["none", "default", "active"]))
+    kw["d_min"], kw["d_max"] = {"none": (None, None), "default": (F(0), None), "active": (F(3, 4), F(5, 4))}[clip]
+    return kw
