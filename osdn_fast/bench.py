@@ -1,0 +1,211 @@
+"""``osdn bench``: ``chunk_osdn`` (C1–C3) against flash-linear-attention's DeltaNet on one GPU.
+
+Times with ``triton.testing.do_bench`` (median of repeated runs, CUDA events) at (B, T, H, K=V) =
+(8, 4096, 16, 128), (16, 2048, 32, 64) and (1, 32768, 16, 128) in bfloat16: forward, and forward+backward,
+and the peak memory of forward+backward above the inputs; then one decoding step (E1–E8, T = 1 from a
+carried state) of ``fused_recurrent_osdn`` against fla's ``fused_recurrent_delta_rule``. OSDN runs with
+η = 0.5 (learner on), no gate and no APF, i.e. DeltaNet plus the learner. Ratios OSDN / fla, all measured
+in one run on one card, go to reports/bench-<card>.md and .json, with a per-kernel time breakdown of OSDN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+__all__ = ["SHAPES", "bench_case", "main"]
+
+SHAPES = [(8, 4096, 16, 128), (16, 2048, 32, 64), (1, 32768, 16, 128)]
+
+
+def _inputs(B, T, H, D, dtype, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(B, T, H, D, device="cuda", generator=g, dtype=dtype)
+    k = torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", generator=g), dim=-1).to(dtype)
+    v = torch.randn(B, T, H, D, device="cuda", generator=g, dtype=dtype)
+    beta = torch.rand(B, T, H, device="cuda", generator=g).to(dtype)
+    do = torch.randn(B, T, H, D, device="cuda", generator=g, dtype=dtype)
+    return q, k, v, beta, do
+
+
+def _time_and_memory(fwd: Callable, leaves, do, reps_ms=(100, 500)):
+    from triton.testing import do_bench
+
+    def fb():
+        o = fwd()
+        o.backward(do)
+
+    with torch.no_grad():
+        t_f = do_bench(fwd, warmup=reps_ms[0], rep=reps_ms[1], return_mode="median")
+    t_fb = do_bench(fb, warmup=reps_ms[0], rep=reps_ms[1], grad_to_none=leaves, return_mode="median")
+    for x in leaves:
+        x.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fb()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    for x in leaves:
+        x.grad = None
+    return t_f, t_fb, peak
+
+
+def bench_case(B: int, T: int, H: int, D: int, dtype=torch.bfloat16, eta: float = 0.5) -> Dict:
+    """Forward and forward+backward times (ms) and peak memory (bytes) of OSDN (C1–C3) and fla DeltaNet.
+
+    Parameters
+    ----------
+    B, T, H, D : batch, length, heads, head dimension (K = V = D)
+    dtype : input dtype
+    eta : OSDN's hyper step η (E8)
+
+    Returns
+    -------
+    dict with osdn_* and fla_* entries (fla_* None where fla is missing or refuses) and ratios
+    """
+    from osdn_fast import chunk_osdn
+
+    q, k, v, beta, do = _inputs(B, T, H, D, dtype)
+    leaves = [x.requires_grad_() for x in (q, k, v, beta)]
+    res = dict(B=B, T=T, H=H, K=D, V=D, dtype=str(dtype).replace("torch.", ""), eta=eta)
+    t_f, t_fb, peak = _time_and_memory(lambda: chunk_osdn(q, k, v, beta, eta=eta)[0], leaves, do)
+    res.update(osdn_fwd_ms=t_f, osdn_fwdbwd_ms=t_fb, osdn_peak_bytes=peak)
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule
+        t_f, t_fb, peak = _time_and_memory(lambda: chunk_delta_rule(q, k, v, beta)[0], leaves, do)
+        res.update(fla_fwd_ms=t_f, fla_fwdbwd_ms=t_fb, fla_peak_bytes=peak)
+        res.update(ratio_fwd=res["osdn_fwd_ms"] / t_f, ratio_fwdbwd=res["osdn_fwdbwd_ms"] / t_fb,
+                   ratio_peak=res["osdn_peak_bytes"] / peak)
+    except Exception as e:  # pragma: no cover - depends on the machine
+        res.update(fla_error=f"{type(e).__name__}: {e}")
+    return res
+
+
+def _decode_case(B=8, H=16, D=128, dtype=torch.bfloat16) -> Dict:
+    from triton.testing import do_bench
+
+    from osdn_fast import fused_recurrent_osdn
+
+    q, k, v, beta, _ = _inputs(B, 1, H, D, dtype, seed=1)
+    h0 = torch.randn(B, H, D, D, device="cuda") * 0.1
+    d0 = torch.ones(B, H, D, device="cuda")
+    res = dict(B=B, H=H, K=D, V=D, dtype=str(dtype).replace("torch.", ""))
+    with torch.no_grad():
+        res["osdn_step_ms"] = do_bench(lambda: fused_recurrent_osdn(q, k, v, beta, eta=0.5, initial_state=h0,
+                                                                    initial_precond=d0, output_final_state=True),
+                                       warmup=50, rep=300, return_mode="median")
+        try:
+            from fla.ops.delta_rule import fused_recurrent_delta_rule
+            res["fla_step_ms"] = do_bench(lambda: fused_recurrent_delta_rule(q, k, v, beta, initial_state=h0,
+                                                                             output_final_state=True),
+                                          warmup=50, rep=300, return_mode="median")
+            res["ratio_step"] = res["osdn_step_ms"] / res["fla_step_ms"]
+        except Exception as e:  # pragma: no cover
+            res["fla_error"] = f"{type(e).__name__}: {e}"
+    return res
+
+
+def _breakdown(B, T, H, D, dtype=torch.bfloat16) -> List[Dict]:
+    """CUDA time per OSDN kernel over one forward+backward (torch.profiler)."""
+    from osdn_fast import chunk_osdn
+
+    q, k, v, beta, do = _inputs(B, T, H, D, dtype)
+    for x in (q, k, v, beta):
+        x.requires_grad_()
+    for _ in range(2):
+        chunk_osdn(q, k, v, beta, eta=0.5)[0].backward(do)
+    torch.cuda.synchronize()
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        chunk_osdn(q, k, v, beta, eta=0.5)[0].backward(do)
+        torch.cuda.synchronize()
+    rows = []
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if t:
+            rows.append(dict(name=ev.key[:60], ms=t / 1e3, calls=ev.count))
+    rows.sort(key=lambda r: -r["ms"])
+    return rows[:12]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``osdn bench [--out DIR] [--quick]``: write reports/bench-<card>.{md,json} (C1–C3 vs fla DeltaNet).
+
+    Parameters
+    ----------
+    argv : command-line arguments
+
+    Returns
+    -------
+    int exit status (2 without a CUDA GPU)
+    """
+    ap = argparse.ArgumentParser(prog="osdn bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="reports")
+    ap.add_argument("--quick", action="store_true", help="first shape only")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("osdn bench needs a CUDA GPU; none is visible", file=sys.stderr)
+        return 2
+    card = torch.cuda.get_device_name(0)
+    import triton
+    meta = dict(card=card, torch=torch.__version__, triton=triton.__version__, python=platform.python_version())
+    try:
+        import fla
+        meta["fla"] = getattr(fla, "__version__", "?")
+    except Exception as e:
+        meta["fla"] = f"missing: {e}"
+    t0 = time.time()
+    cases = []
+    for shp in SHAPES[:1] if args.quick else SHAPES:
+        r = bench_case(*shp)
+        print(json.dumps(r), flush=True)
+        cases.append(r)
+        torch.cuda.empty_cache()
+    dec = _decode_case()
+    print(json.dumps(dec), flush=True)
+    try:
+        brk = _breakdown(*SHAPES[0])
+    except Exception as e:  # pragma: no cover
+        brk = [dict(name=f"profiler failed: {e}", ms=0.0, calls=0)]
+    meta["seconds"] = round(time.time() - t0, 1)
+    name = card.replace(" ", "-")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"bench-{name}.json").write_text(json.dumps(dict(meta=meta, cases=cases, decode=dec, breakdown=brk),
+                                                       indent=1))
+    f = lambda x, d=3: "—" if x is None else f"{x:.{d}f}"
+    lines = [f"# Benchmark: chunk_osdn vs fla DeltaNet on {card}", "",
+             f"torch {meta['torch']}, triton {meta['triton']}, fla {meta['fla']}; triton.testing.do_bench medians; "
+             "bf16; OSDN with η = 0.5, no gate, no APF; peak = max allocated during one forward+backward above the "
+             "inputs. Ratio = OSDN / fla (targets: fwd+bwd ≤ 1.25, peak ≤ 1.2, decoding ≤ 1.5).", "",
+             "| B, T, H, K=V | OSDN fwd ms | fla fwd ms | ratio | OSDN fwd+bwd ms | fla fwd+bwd ms | ratio | "
+             "OSDN peak MiB | fla peak MiB | ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in cases:
+        mib = lambda b: None if b is None else b / 2**20
+        lines.append(f"| {r['B']}, {r['T']}, {r['H']}, {r['K']} | {f(r['osdn_fwd_ms'])} | {f(r.get('fla_fwd_ms'))} | "
+                     f"{f(r.get('ratio_fwd'), 2)} | {f(r['osdn_fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | "
+                     f"{f(r.get('ratio_fwdbwd'), 2)} | {f(mib(r['osdn_peak_bytes']), 0)} | "
+                     f"{f(mib(r.get('fla_peak_bytes')), 0)} | {f(r.get('ratio_peak'), 2)} |")
+        if "fla_error" in r:
+            lines.append(f"| fla failed: {r['fla_error'][:200]} |")
+    lines += ["", f"Decoding step (B={dec['B']}, H={dec['H']}, K=V={dec['K']}, T=1, carried state): OSDN "
+              f"{f(dec['osdn_step_ms'], 4)} ms, fla fused_recurrent_delta_rule {f(dec.get('fla_step_ms'), 4)} ms, "
+              f"ratio {f(dec.get('ratio_step'), 2)}.", "", f"OSDN per-kernel CUDA time, one forward+backward at "
+              f"{SHAPES[0]}:", "", "| kernel | ms | calls |", "| --- | --- | --- |"]
+    lines += [f"| {b['name']} | {b['ms']:.3f} | {b['calls']} |" for b in brk]
+    (out / f"bench-{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,33 @@
+#!/bin/bash
+# GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
+# Stages: setup | gputests | alltests | tolerance | bench | benchquick. Logs go to $OUT/gpu-run.log.
+# fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PYTHONDONTWRITEBYTECODE=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; LOG=$OUT/gpu-run.log
+say() { echo "=== $(date -u +%H:%M:%S) $*" | tee -a "$LOG"; }
+for st in "$@"; do
+  case $st in
+    setup)
+      say setup
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/fla_core-*.whl 2>&1 | tail -2 | tee -a "$LOG"
+      nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$LOG"
+      python3 -c "import torch,triton,fla;print('torch',torch.__version__,'triton',triton.__version__,'fla',fla.__version__,torch.cuda.get_device_name(0))" 2>&1 | tee -a "$LOG" ;;
+    gputests)
+      say "pytest -m gpu"
+      timeout 360 python3 -m pytest -p no:cacheprovider -m gpu -q -rs tests/test_fast_chunk.py tests/test_fast_recurrent.py 2>&1 | tee -a "$LOG" ;;
+    alltests)
+      say "pytest tests/test_fast_*.py (all, on the GPU)"
+      timeout 420 python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_chunk.py tests/test_fast_recurrent.py tests/test_fast_validation.py 2>&1 | tee -a "$LOG" ;;
+    tolerance)
+      say "osdn tolerance"
+      timeout 300 python3 -m osdn_ref.cli tolerance --out "$OUT" ${TOL_ARGS} 2>&1 | tee -a "$LOG" ;;
+    bench)
+      say "osdn bench"
+      timeout 400 python3 -m osdn_ref.cli bench --out "$OUT" 2>&1 | tee -a "$LOG" ;;
+    benchquick)
+      say "osdn bench --quick"
+      timeout 200 python3 -m osdn_ref.cli bench --quick --out "$OUT" 2>&1 | tee -a "$LOG" ;;
+  esac
+done
+say done

@@ -1,0 +1,1 @@
+"""Triton operators of osdn_fast (layout like flash-linear-attention's ops/)."""

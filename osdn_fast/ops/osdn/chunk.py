@@ -1,0 +1,245 @@
+"""``chunk_osdn``: the chunkwise form C1–C3 of OSDN as a torch.autograd.Function over Triton kernels.
+
+Forward:  d-scan (E1/E2/E8, :mod:`dscan`) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
+(:mod:`wy`, C3) → state walk over chunks (:mod:`state`, C3).
+Backward: state walk in reverse from the stored chunk-start states (U, R recomputed) → reverse d-scan.
+All sequences are handled in packed form: without ``cu_seqlens`` a [B, T] batch is viewed as B packed
+sequences of length T (a view, no copy).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import triton
+
+from osdn_fast.validation import validate
+from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
+from .state import state_bwd_kernel, state_fwd_kernel
+from .utils import chunk_indices, dot_dtype
+from .wy import wy_inverse_kernel
+
+L2NORM_EPS = 1e-6
+
+
+def _bv(BK: int, V: int) -> int:
+    cap = 64 if BK <= 64 else (32 if BK <= 128 else 16)
+    return min(max(16, triton.next_power_of_2(V)), cap)
+
+
+def _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host):
+    _, T, H, K = q.shape
+    V = v.shape[-1]
+    N = len(cu_host) - 1
+    cu = torch.as_tensor(cu_host, dtype=torch.int32, device=q.device)
+    return dict(T=T, H=H, K=K, V=V, N=N, cu=cu, g=g, alpha=alpha, eta=eta.contiguous(),
+                d_prior=d_prior.contiguous(), h0=h0, d0=d0)
+
+
+def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
+               chunk_size, store):
+    """Run C1–C3 forward. Returns (o [1, T, H, V], h_T, d_T, aux for the backward or None)."""
+    P = _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host)
+    T, H, K, V, N, cu = P["T"], P["H"], P["K"], P["V"], P["N"], P["cu"]
+    BT = int(chunk_size)
+    BK = max(16, triton.next_power_of_2(K))
+    BV = _bv(BK, V)
+    DT = dot_dtype(v.dtype)  # the streamed dtype (q, k are float32 after the in-kernel L2 normalisation)
+    PREC = "ieee" if v.dtype == torch.float32 else "tf32"
+    idx_h, offs_h = chunk_indices(cu_host, BT)
+    NT = idx_h.shape[0]
+    idx = torch.as_tensor(idx_h, device=q.device)
+    offs = torch.as_tensor(offs_h, device=q.device)
+    dev = q.device
+    f32 = torch.float32
+    # C1/C2: d-scan and write keys
+    w = torch.empty(1, T, H, K, device=dev, dtype=f32)
+    dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
+    dT = torch.empty(N, H, K, device=dev, dtype=f32) if output_final_state else None
+    dscan_fwd_kernel[(N, H)](
+        k, beta, alpha, P["eta"], P["d_prior"], d0, w, dprev, dT, cu, float(d_min), float(d_max),
+        H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
+        STORE_DT=output_final_state, num_warps=1,
+    )
+    # C3: UT transform per chunk
+    M = torch.empty(1, T, H, BT, device=dev, dtype=f32)
+    wy_inverse_kernel[(NT, H)](
+        k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=DT, PREC=PREC,
+        num_warps=4, num_stages=1,
+    )
+    # C3: state walk
+    o = torch.empty_like(v)
+    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=f32) if store else None
+    hT = torch.empty(N, H, K, V, device=dev, dtype=f32) if output_final_state else None
+    state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+        q, k, v, w, beta, g, M, h0, o, hbuf, hT, cu, offs, float(scale),
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store,
+        STORE_HT=output_final_state, DT=DT, PREC=PREC, num_warps=4, num_stages=1,
+    )
+    aux = None
+    if store:
+        aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
+                   w=w, dprev=dprev, M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
+                   d_max=float(d_max), BT=BT, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N)
+    return o, hT, dT, aux
+
+
+def _chunk_bwd(aux, do, dhT, ddT):
+    """Reverse pass of C3 then of the d-scan. Returns gradients of
+    (q, k, v, beta, g, alpha, eta [H], d_prior [H, K], initial_state, initial_precond), None where not needed."""
+    q, k, v, beta, g, alpha = (aux[n] for n in ("q", "k", "v", "beta", "g", "alpha"))
+    h0, d0 = aux["h0"], aux["d0"]
+    _, T, H, K = q.shape
+    V = v.shape[-1]
+    N, BT, BK, BV = aux["N"], aux["BT"], aux["BK"], aux["BV"]
+    NV = triton.cdiv(V, BV)
+    dev = q.device
+    f32 = torch.float32
+    do = do.contiguous()
+    if dhT is not None:
+        dhT = dhT.contiguous()
+    if ddT is not None:
+        ddT = ddT.contiguous()
+    alloc = torch.zeros if NV > 1 else torch.empty
+    dq = alloc(1, T, H, K, device=dev, dtype=f32)
+    dk = alloc(1, T, H, K, device=dev, dtype=f32)
+    dw = alloc(1, T, H, K, device=dev, dtype=f32)
+    dv = torch.empty(1, T, H, V, device=dev, dtype=f32)
+    db = alloc(1, T, H, device=dev, dtype=f32)
+    dg = alloc(1, T, H, device=dev, dtype=f32) if g is not None else None
+    dh0 = torch.empty(N, H, K, V, device=dev, dtype=f32)
+    state_bwd_kernel[(NV, N * H)](
+        q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], do, dhT, aux["cu"], aux["offs"], aux["scale"],
+        dq, dk, dw, dv, db, dg, dh0,
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_DHT=dhT is not None, DT=aux["DT"],
+        PREC=aux["PREC"], ATOMIC=NV > 1, num_warps=8, num_stages=1,
+    )
+    dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
+    deta = torch.empty(N, H, device=dev, dtype=f32)
+    ddp = torch.empty(N, H, K, device=dev, dtype=f32)
+    dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
+    dscan_bwd_kernel[(N, H)](
+        k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], dw, ddT, aux["cu"], aux["d_min"], aux["d_max"],
+        dk, db, dalpha, deta, ddp, dd0,
+        H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
+    )
+    d_dp = ddp.sum(0)
+    if d0 is None:
+        d_dp = d_dp + dd0.sum(0)
+    return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), db.to(beta.dtype),
+            None if g is None else dg.to(g.dtype), None if alpha is None else dalpha.to(alpha.dtype),
+            deta.sum(0), d_dp, None if h0 is None else dh0.to(h0.dtype), None if d0 is None else dd0.to(d0.dtype))
+
+
+class ChunkOSDNFunction(torch.autograd.Function):
+    """Triton forward and backward of C1–C3 on packed inputs [1, T, H, *]."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
+                chunk_size):
+        store = any(ctx.needs_input_grad[:10])
+        o, hT, dT, aux = _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host,
+                                    output_final_state, chunk_size, store)
+        if store:
+            ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
+                                  aux["dprev"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"])
+            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "BK", "BV", "DT", "PREC", "N")}
+        return o, hT, dT
+
+    @staticmethod
+    def backward(ctx, do, dhT, ddT):
+        names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "M", "hbuf",
+                 "cu", "offs")
+        aux = dict(zip(names, ctx.saved_tensors))
+        aux.update(ctx.meta)
+        return _chunk_bwd(aux, do, dhT, ddT) + (None,) * 6
+
+
+def _l2norm(x: torch.Tensor) -> torch.Tensor:
+    """x / sqrt(‖x‖² + 1e-6) in float32 (spec §2), kept in float32: rounding the unit vectors back to 16 bits
+    would perturb ‖k‖² and with it the learner's step E8."""
+    xf = x.float()
+    return xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True) + L2NORM_EPS)
+
+
+def _finish(fn, q, k, v, beta, g, alpha, eta, d_prior, scale, initial_state, initial_precond, output_final_state,
+            d_min, d_max, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size):
+    """Validate (spec §6), apply defaults, pack, run ``fn`` and unpack. Shared by both entry points."""
+    val = validate(q, k, v, beta, g, alpha, eta, d_prior, scale, initial_state, initial_precond, d_min, d_max,
+                   cu_seqlens)
+    if chunk_size not in (16, 32, 64, 128):
+        raise ValueError(f"chunk_size: expected 16, 32, 64 or 128, got {chunk_size}")
+    B, T, H, K, V = (getattr(val.dims, a) for a in "BTHKV")
+    scale = K ** -0.5 if scale is None else float(scale)
+    d_max = float("inf") if d_max is None else float(d_max)
+    if use_qk_l2norm_in_kernel:
+        q, k = _l2norm(q), _l2norm(k)
+
+    def pack(x, last):
+        return None if x is None else x.reshape((1, B * T, H) + last).contiguous()
+
+    qp, kp, vp = pack(q, (K,)), pack(k, (K,)), pack(v, (V,))
+    bp, gp, ap = pack(beta, ()), pack(g, ()), pack(alpha, ())
+    if isinstance(eta, torch.Tensor):
+        eta_h = eta.reshape(-1).to(torch.float32).expand(H) if eta.numel() == 1 else eta.to(torch.float32)
+    else:
+        eta_h = torch.full((H,), float(eta), device=q.device, dtype=torch.float32)
+    dp = torch.ones(H, K, device=q.device, dtype=torch.float32) if d_prior is None else d_prior.to(torch.float32)
+    h0 = None if initial_state is None else initial_state.contiguous()
+    d0 = None if initial_precond is None else initial_precond.contiguous()
+    o, hT, dT = fn.apply(qp, kp, vp, bp, gp, ap, eta_h, dp, h0, d0, scale, float(d_min), d_max, val.cu_host,
+                         bool(output_final_state), int(chunk_size))
+    o = o.reshape(B, T, H, V)
+    if not output_final_state:
+        return o, None, None
+    return o, hT, dT
+
+
+def chunk_osdn(
+    q, k, v, beta, g=None, alpha=None, eta=1.0, d_prior=None, scale=None, initial_state=None,
+    initial_precond=None, output_final_state=False, d_min=0.0, d_max=None, use_qk_l2norm_in_kernel=False,
+    cu_seqlens=None, chunk_size: int = 64,
+):
+    """OSDN in chunkwise form (spec C1–C3, §6), Triton forward and backward.
+
+    Parameters
+    ----------
+    q, k : Tensor [B, T, H, K]; v : Tensor [B, T, H, V]
+        float32, float16 or bfloat16; K, V ≤ 256.
+    beta : Tensor [B, T, H]
+        Write strengths β_t (E5).
+    g : Tensor [B, T, H], optional
+        Log-decays g_t ≤ 0 (γ_t = e^{g_t}, E4/E5).
+    alpha : Tensor [B, T, H], optional
+        APF gates α_t ∈ [0, 1] (E1); 0 is a hard reset to d°.
+    eta : float or Tensor [] / [H]
+        Hyper step η ≥ 0 of E8 (gradients flow to a tensor).
+    d_prior : Tensor [H, K], optional
+        Prior d° (E1); default ones.
+    scale : float, optional
+        Output scale of E6; default K^(-1/2).
+    initial_state : Tensor [N, H, K, V], optional
+        h_0 = S_0ᵀ.
+    initial_precond : Tensor [N, H, K], optional
+        d_0; default d°.
+    output_final_state : bool
+        Also return (h_T, d_T), float32.
+    d_min, d_max : float
+        Clip bounds of E2 (d_max None: +∞).
+    use_qk_l2norm_in_kernel : bool
+        Replace q, k by x / sqrt(‖x‖² + 1e-6) first (inside the differentiated computation).
+    cu_seqlens : int32/int64 Tensor [N + 1], optional
+        Packed sequences (B = 1).
+    chunk_size : int
+        Chunk length C of C1–C3 (16, 32, 64 or 128).
+
+    Returns
+    -------
+    o : Tensor [B, T, H, V], dtype of v (E6)
+    final_state : float32 [N, H, K, V] or None
+    final_precond : float32 [N, H, K] or None
+    """
+    return _finish(ChunkOSDNFunction, q, k, v, beta, g, alpha, eta, d_prior, scale, initial_state, initial_precond,
+                   output_final_state, d_min, d_max, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size)

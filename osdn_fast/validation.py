@@ -1,0 +1,115 @@
+"""Input validation of the fast path (spec §6), shared by ``chunk_osdn`` and ``fused_recurrent_osdn``.
+
+Builds on :mod:`osdn_ref.checks` (ranks, shapes, cu_seqlens values, scalar bounds) and adds what only
+the torch path needs: every tensor a ``torch.Tensor`` on one device, floating dtypes only
+(float32/float16/bfloat16 for the streamed inputs q, k, v, beta, g, alpha), an integer cu_seqlens.
+Everything here runs before any kernel launches and raises an error that names the argument.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from osdn_ref.checks import Dims, check_cu_seqlens_values, check_scalars, check_shapes
+
+__all__ = ["Validated", "validate", "STREAM_DTYPES"]
+
+STREAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_FLOAT_DTYPES = STREAM_DTYPES + (torch.float64,)
+
+
+@dataclass
+class Validated:
+    """What validation learnt: dimensions, cu_seqlens offsets on the host, eta's form."""
+
+    dims: Dims
+    cu_host: np.ndarray  # int64 [N + 1]: offsets of the packed form (B sequences of T without cu_seqlens)
+    eta_is_tensor: bool
+    device: torch.device
+
+
+def _tensor(name: str, x: Any, dtypes=STREAM_DTYPES) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        want = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name}: expected dtype in ({want}), got {str(x.dtype).replace('torch.', '')}")
+
+
+def validate(
+    q, k, v, beta, g=None, alpha=None, eta=1.0, d_prior=None, scale=None, initial_state=None,
+    initial_precond=None, d_min=0.0, d_max=None, cu_seqlens=None,
+) -> Validated:
+    """Check every argument of the spec §6 API before any kernel runs.
+
+    Parameters
+    ----------
+    q, k : Tensor [B, T, H, K]; v : Tensor [B, T, H, V]; beta, g, alpha : Tensor [B, T, H]
+        float32, float16 or bfloat16.
+    eta : float or Tensor [] / [1] / [H]
+        Hyper step η ≥ 0 of E8.
+    d_prior : Tensor [H, K]; initial_state : Tensor [N, H, K, V]; initial_precond : Tensor [N, H, K]
+        Any floating dtype (float64 included).
+    d_min, d_max : float
+        Clip bounds of E2, d_min ≤ d_max.
+    cu_seqlens : integer Tensor [N + 1], optional
+        Packed offsets (B = 1): start at 0, non-decreasing, end at T.
+
+    Returns
+    -------
+    Validated
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument, what was expected and what came.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v), ("beta", beta)):
+        _tensor(name, x)
+    for name, x in (("g", g), ("alpha", alpha)):
+        if x is not None:
+            _tensor(name, x)
+    for name, x in (("d_prior", d_prior), ("initial_state", initial_state), ("initial_precond", initial_precond)):
+        if x is not None:
+            _tensor(name, x, _FLOAT_DTYPES)
+    eta_is_tensor = isinstance(eta, torch.Tensor)
+    if eta_is_tensor:
+        _tensor("eta", eta, _FLOAT_DTYPES)
+    elif isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating, np.integer)):
+        raise TypeError(f"eta: expected a python float or a tensor of shape [] or [H], got {type(eta).__name__}")
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise TypeError(f"cu_seqlens: expected an int32 or int64 torch.Tensor, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"cu_seqlens: expected dtype int32 or int64, got {str(cu_seqlens.dtype).replace('torch.', '')}")
+    dims = check_shapes(q, k, v, beta, g, alpha, eta if eta_is_tensor else None, d_prior, initial_state,
+                        initial_precond, cu_seqlens)
+    device = q.device
+    named = dict(k=k, v=v, beta=beta, g=g, alpha=alpha, d_prior=d_prior, initial_state=initial_state,
+                 initial_precond=initial_precond, eta=eta if eta_is_tensor else None, cu_seqlens=cu_seqlens)
+    for name, x in named.items():
+        if x is not None and x.device != device:
+            raise ValueError(f"{name}: expected a tensor on {device} (the device of q), got one on {x.device}")
+    if eta_is_tensor:
+        e = eta.detach().to("cpu", torch.float64)
+        eta_min = float("nan") if torch.isnan(e).any() else float(e.min())
+    else:
+        eta_min = float(eta)
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise ValueError(f"q: expected a CUDA tensor (the Triton kernels run on a GPU; set TRITON_INTERPRET=1 "
+                         f"before importing osdn_fast to use the interpreter on the CPU), got one on {device}")
+    check_scalars(d_min, d_max, eta_min, scale)
+    if cu_seqlens is not None:
+        cu_host = check_cu_seqlens_values(cu_seqlens, dims.T)
+    else:
+        cu_host = np.arange(dims.B + 1, dtype=np.int64) * dims.T
+    if dims.K > 256:
+        raise ValueError(f"q: the fast path supports head dimension K <= 256, got K = {dims.K}")
+    if dims.V > 256:
+        raise ValueError(f"v: the fast path supports value dimension V <= 256, got V = {dims.V}")
+    return Validated(dims=dims, cu_host=cu_host, eta_is_tensor=eta_is_tensor, device=device)
