@@ -405,7 +405,10 @@ def write_reports(results: List[dict], cfg: MQARConfig, out: str, meta: dict) ->
     with open(paths["json"], "w") as f:
         json.dump(dict(meta=meta, config=asdict(cfg), runs=results, summary=rows), f, indent=1)
     if rows:
-        _plot(rows, paths["png"])
+        try:
+            _plot(rows, paths["png"])
+        except ImportError as exc:  # pragma: no cover - matplotlib missing: keep the numbers
+            print(f"osdn mqar: no plot ({exc})", file=sys.stderr)
     L = ["# MQAR in small trained models: OSDN against the same layer with η = 0 (issue 5, model part)\n"]
     L.append(f"Command: `{meta['command']}` — {meta['device']}, torch {meta['torch']}, "
              f"{meta['wall_s']:.0f} s wall. {len(results)} of {meta['planned_runs']} planned runs finished"
@@ -427,6 +430,10 @@ def write_reports(results: List[dict], cfg: MQARConfig, out: str, meta: dict) ->
         f"{cfg.batch_size}, {results[0]['steps'] if results else cfg.steps} steps per run "
         f"(warm-up {cfg.warmup:.0%}, cosine), seeds {list(cfg.seeds)}; the same data per (seed, JRT) "
         "for both arms.\n")
+    if cfg.budget_s is not None and cfg.extra:
+        L.append(f"Steps per run were set once, for every run alike, from a measured {cfg.extra['ms_per_step']:.1f} ms "
+                 f"per training step and {cfg.extra['eval_s']:.1f} s per evaluation, to fit a wall budget of "
+                 f"{cfg.budget_s / 60:g} min (`--budget-min`).\n")
     L.append("## Accuracy at the query keys (mean ± std over seeds)\n")
     arms = list(dict.fromkeys(r["arm"] for r in results))
     head = "| JRT | T | N | " + " | ".join(arms) + (" | osdn − eta0 (paired) |" if "eta0" in arms and "osdn" in arms
@@ -449,6 +456,8 @@ def write_reports(results: List[dict], cfg: MQARConfig, out: str, meta: dict) ->
                 if res["jrt"] == j:
                     per_seed.setdefault(res["seed"], {})[res["arm"]] = np.mean(list(res["acc"].values()))
             d = np.array([v["osdn"] - v["eta0"] for v in per_seed.values() if "osdn" in v and "eta0" in v])
+            if not len(d):
+                continue
             better = sum(r["diff_mean"] > 0 for r in rj if not math.isnan(r["diff_mean"]))
             worse = sum(r["diff_mean"] < 0 for r in rj if not math.isnan(r["diff_mean"]))
             sd = f" ± {d.std(ddof=1):.3f}" if len(d) > 1 else ""
@@ -458,11 +467,12 @@ def write_reports(results: List[dict], cfg: MQARConfig, out: str, meta: dict) ->
         jr = [j for j in sorted({r["jrt"] for r in rows}) if j > 1]
         if jr and 1 in {r["jrt"] for r in rows}:
             for a in arms:
-                m1 = np.mean([np.mean(list(res["acc"].values())) for res in results
-                              if res["arm"] == a and res["jrt"] == 1])
-                mj = np.mean([np.mean(list(res["acc"].values())) for res in results
-                              if res["arm"] == a and res["jrt"] == jr[-1]])
-                L.append(f"- {a}: mean accuracy {m1:.3f} without repetition, {mj:.3f} with the context ×{jr[-1]}.")
+                a1 = [np.mean(list(res["acc"].values())) for res in results if res["arm"] == a and res["jrt"] == 1]
+                aj = [np.mean(list(res["acc"].values())) for res in results
+                      if res["arm"] == a and res["jrt"] == jr[-1]]
+                if a1 and aj:
+                    L.append(f"- {a}: mean accuracy over the eval grid {np.mean(a1):.3f} without repetition, "
+                             f"{np.mean(aj):.3f} with the context ×{jr[-1]} (mean over seeds).")
         L.append("")
     L.append("## Learnt η (E8), per run: layer → heads\n")
     for res in results:
@@ -563,9 +573,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                 torch=torch.__version__, planned_runs=len(plan))
     print(f"osdn mqar: {len(plan)} runs of {steps} steps on {meta['device']}")
     results = []
+    last = 0.0
     for seed, jrt, arm in plan:
+        now = time.perf_counter() - t_start
+        if cfg.budget_s is not None and now + last > cfg.budget_s + 30.0:
+            print(f"osdn mqar: stopping before {arm} seed={seed} jrt={jrt}: {now:.0f} s used, the next run "
+                  f"(~{last:.0f} s) would pass the budget of {cfg.budget_s:.0f} s")
+            break
+        t_run = time.perf_counter()
         results.append(train_run(cfg, arm, seed, jrt, steps))
+        last = time.perf_counter() - t_run
         meta["wall_s"] = time.perf_counter() - t_start
-        paths = write_reports(results, cfg, ns.out, meta)  # after every run: a timeout keeps what finished
+        write_reports(results, cfg, ns.out, meta)  # after every run: a timeout keeps what finished
+    meta["wall_s"] = time.perf_counter() - t_start
+    paths = write_reports(results, cfg, ns.out, meta)
     print(f"wrote {', '.join(paths.values())} in {meta['wall_s']:.0f} s")
     return 0

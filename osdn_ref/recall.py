@@ -699,7 +699,10 @@ def write_reports(records: List[dict], cfg: RecallConfig, out: str, meta: dict) 
         f.write(f'"meta": {json.dumps(meta)},\n"config": {json.dumps(cfg_d)},\n"records": [\n')
         f.write(",\n".join(json.dumps(r, ensure_ascii=False) for r in clean))
         f.write("\n]\n}\n")
-    _plot(records, cfg, paths["png"])
+    try:
+        _plot(records, cfg, paths["png"])
+    except ImportError as exc:  # pragma: no cover - matplotlib missing: keep the numbers
+        print(f"osdn recall: no plot ({exc})", file=sys.stderr)
 
     eta_main = 1.0 if 1.0 in cfg.etas else cfg.etas[0]
     sentences = regime_sentences(records, eta=eta_main)
