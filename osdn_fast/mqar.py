@@ -331,7 +331,8 @@ def _calibrate(cfg: MQARConfig, n_runs: int, t_start: float, log=print) -> int:
 
 
 def summarize(results: List[dict]) -> List[dict]:
-    """Per (JRT, eval config): accuracy mean ± std over seeds per arm and the paired difference osdn − eta0.
+    """Per (JRT, eval config): accuracy mean ± std over seeds per arm and the paired difference osdn − eta0
+    (the learner E8 on, against η = 0 where d stays at d°, E1).
 
     Returns
     -------
@@ -392,8 +393,8 @@ def _plot(rows, path):
 
 
 def write_reports(results: List[dict], cfg: MQARConfig, out: str, meta: dict) -> Dict[str, str]:
-    """Write ``mqar.json`` (every run), ``mqar.md`` (accuracy table, paired differences, commands) and
-    ``mqar.png`` under ``out``.
+    """Write ``mqar.json`` (every run), ``mqar.md`` (accuracy table, paired differences osdn − eta0, the
+    learnt η of E8 per head, commands) and ``mqar.png`` under ``out``.
 
     Returns
     -------
