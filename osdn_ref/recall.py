@@ -747,16 +747,21 @@ def write_reports(records: List[dict], cfg: RecallConfig, out: str, meta: dict) 
     L.append("Per regime: the case where OSDN helps most and the one where it hurts most "
              "(mean ± std over seeds of the recall residual ratio, DeltaNet → OSDN; in parentheses the "
              "per-seed ratio OSDN/DeltaNet on the same stream, mean ± std over seeds).\n")
-    L.append("| regime | best for OSDN | worst for OSDN |")
-    L.append("|---|---|---|")
+    L.append("| regime | helps / hurts / no decided difference | best for OSDN | worst for OSDN |")
+    L.append("|---|---|---|---|")
     main_rows = [r for r in summarize(records, eta=eta_main) if r["d_max"] is None]
     for reg in sentences:
         geo, pres = reg.split("/")
         rr = [r for r in main_rows if r["geometry"] == geo and r["presentation"] == pres]
         lo, hi = min(rr, key=lambda r: r["ratio"]), max(rr, key=lambda r: r["ratio"])
+        act = [r for r in rr if not (geo not in ("aniso-scale", "aniso-drift") and r["beta"] == 1.0)]
+        vd = [_verdict(r) for r in act]
+        counts = f"{vd.count('helps')} / {vd.count('hurts')} / {vd.count('same')}"
+        if len(act) < len(rr):
+            counts += f" (+{len(rr) - len(act)} idle at β = 1)"
         f = lambda r: (f"N/K={r['load']:g} β={r['beta']:g}: {_pm(r['deltanet_mean'], r['deltanet_std'])} → "  # noqa: E731
                        f"{_pm(r['mean'], r['std'])} (×{r['seed_ratio_mean']:.2f} ± {r['seed_ratio_std']:.2f})")
-        L.append(f"| {reg} | {f(lo)} | {f(hi)} |")
+        L.append(f"| {reg} | {counts} | {f(lo)} | {f(hi)} |")
     L.append("")
     L.append("## Every OSDN head over the whole grid\n")
     L.append("Cases = (regime, N/K, β) with d_max = ∞, unit-key β = 1 excluded (idle learner). Ratio = OSDN mean / "
