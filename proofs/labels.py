@@ -135,8 +135,14 @@ def _modules(package: str) -> Iterable[str]:
         yield info.name
 
 
+def _private(modname: str) -> bool:
+    """Private modules (``_x``, ``__main__``) are not public API and may be scripts: never imported."""
+    return any(part.startswith("_") for part in modname.split(".")[1:])
+
+
 def scan(packages: Sequence[str] = ("osdn_ref", "osdn_fast"), exclude: Sequence[str] = ()) -> ScanResult:
-    """Import every module of ``packages`` and collect the functions named in any module's ``__all__``,
+    """Import every public module of ``packages`` (private ``_x`` modules and ``__main__`` are skipped) and
+    collect the functions named in any module's ``__all__``,
     each once, under the module that defines it (so ``osdn_ref.recurrent_osdn`` is
     ``osdn_ref.recurrent.recurrent_osdn``). Modules that fail to import are recorded in ``unimportable``
     rather than hidden."""
@@ -149,7 +155,7 @@ def scan(packages: Sequence[str] = ("osdn_ref", "osdn_fast"), exclude: Sequence[
             res.unimportable[package] = f"{type(exc).__name__}: {exc}"
             continue
         for modname in names:
-            if modname in exclude or modname.endswith("__main__"):
+            if modname in exclude or _private(modname):
                 continue
             try:
                 mod = importlib.import_module(modname)

@@ -260,8 +260,8 @@ def _public_by_module(package: str) -> Dict[str, List[str]]:
     pkg = importlib.import_module(package)
     mods = [package] + [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=package + ".")]
     for modname in mods:
-        if modname.endswith("__main__"):
-            continue
+        if any(part.startswith("_") for part in modname.split(".")[1:]):
+            continue  # private modules (and __main__) are not public API and may be scripts
         try:
             mod = importlib.import_module(modname)
         except Exception:
