@@ -173,8 +173,7 @@ class MQARConfig:
     num_heads: int = 2
     mlp_ratio: float = 2.0
     chunk_size: int = 64
-    train_configs: Sequence[Tuple[int, int]] = ((64, 4), (64, 8), (128, 8), (128, 16), (256, 16), (256, 32),
-                                                (256, 64))
+    train_configs: Sequence[Tuple[int, int]] = ((64, 4), (64, 8), (128, 8), (128, 16), (256, 16), (256, 32))
     eval_configs: Sequence[Tuple[int, int]] = ((64, 4), (64, 8), (64, 16), (128, 8), (128, 16), (128, 32),
                                                (256, 16), (256, 32), (256, 64), (512, 16), (512, 32),
                                                (512, 64))
@@ -182,8 +181,8 @@ class MQARConfig:
     arms: Sequence[str] = ("osdn", "eta0")
     seeds: Sequence[int] = (0, 1, 2)
     steps: int = 1500
-    batch_size: int = 64
-    lr: float = 2e-3
+    batch_size: int = 128
+    lr: float = 3e-3
     weight_decay: float = 0.1
     warmup: float = 0.1
     eval_examples: int = 256
