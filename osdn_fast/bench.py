@@ -137,8 +137,44 @@ def _breakdown(B, T, H, D, dtype=torch.bfloat16) -> List[Dict]:
     return rows[:12]
 
 
+def _render(meta: Dict, cases: List[Dict], dec: Optional[Dict], brk: List[Dict], out: Path) -> str:
+    name = meta["card"].replace(" ", "-")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"bench-{name}.json").write_text(json.dumps(dict(meta=meta, cases=cases, decode=dec, breakdown=brk),
+                                                       indent=1))
+    f = lambda x, d=3: "—" if x is None else f"{x:.{d}f}"
+    lines = [f"# Benchmark: chunk_osdn vs fla DeltaNet on {meta['card']}", "",
+             f"torch {meta['torch']}, triton {meta['triton']}, fla {meta['fla']}; triton.testing.do_bench medians; "
+             "bf16; OSDN with η = 0.5, no gate, no APF; peak = max allocated during one forward+backward above the "
+             "inputs. Ratio = OSDN / fla (targets: fwd+bwd ≤ 1.25, peak ≤ 1.2, decoding ≤ 1.5).", ""]
+    if meta.get("note"):
+        lines += [meta["note"], ""]
+    lines += ["| B, T, H, K=V | OSDN fwd ms | fla fwd ms | ratio | OSDN fwd+bwd ms | fla fwd+bwd ms | ratio | "
+              "OSDN peak MiB | fla peak MiB | ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    mib = lambda b: None if b is None else b / 2**20
+    for r in cases:
+        lines.append(f"| {r['B']}, {r['T']}, {r['H']}, {r['K']} | {f(r['osdn_fwd_ms'])} | {f(r.get('fla_fwd_ms'))} | "
+                     f"{f(r.get('ratio_fwd'), 2)} | {f(r['osdn_fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | "
+                     f"{f(r.get('ratio_fwdbwd'), 2)} | {f(mib(r['osdn_peak_bytes']), 0)} | "
+                     f"{f(mib(r.get('fla_peak_bytes')), 0)} | {f(r.get('ratio_peak'), 2)} |")
+        if "fla_error" in r:
+            lines.append(f"| fla failed: {r['fla_error'][:200]} |")
+    if dec:
+        lines += ["", f"Decoding step (B={dec['B']}, H={dec['H']}, K=V={dec['K']}, T=1, carried state): OSDN "
+                  f"{f(dec['osdn_step_ms'], 4)} ms, fla fused_recurrent_delta_rule {f(dec.get('fla_step_ms'), 4)} ms, "
+                  f"ratio {f(dec.get('ratio_step'), 2)}."]
+    if brk:
+        lines += ["", f"OSDN per-kernel CUDA time (torch.profiler), one forward+backward at {tuple(SHAPES[0])}:", "",
+                  "| kernel | ms | calls |", "| --- | --- | --- |"]
+        lines += [f"| {b['name']} | {b['ms']:.3f} | {b['calls']} |" for b in brk]
+    text = "\n".join(lines) + "\n"
+    (out / f"bench-{name}.md").write_text(text)
+    return text
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """``osdn bench [--out DIR] [--quick]``: write reports/bench-<card>.{md,json} (C1–C3 vs fla DeltaNet).
+    """``osdn bench [--out DIR] [--shapes I ...] [--no-decode] [--no-breakdown] [--merge JSON]``: write
+    reports/bench-<card>.{md,json} (C1–C3 vs fla DeltaNet).
 
     Parameters
     ----------
@@ -146,15 +182,25 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     Returns
     -------
-    int exit status (2 without a CUDA GPU)
+    int exit status (2 without a CUDA GPU, unless only rendering merged results)
     """
     ap = argparse.ArgumentParser(prog="osdn bench", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="reports")
+    ap.add_argument("--shapes", nargs="*", type=int, default=None, help="indices into SHAPES (default all)")
     ap.add_argument("--quick", action="store_true", help="first shape only")
+    ap.add_argument("--no-decode", action="store_true")
+    ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--merge", default=None, help="a bench JSON whose cases (measured earlier on the same card) "
+                                                   "are added to this report, marked as such")
     args = ap.parse_args(argv)
+    merged = json.loads(Path(args.merge).read_text()) if args.merge else None
     if not torch.cuda.is_available():
-        print("osdn bench needs a CUDA GPU; none is visible", file=sys.stderr)
-        return 2
+        if merged is None:
+            print("osdn bench needs a CUDA GPU; none is visible", file=sys.stderr)
+            return 2
+        print(_render(merged["meta"], merged["cases"], merged.get("decode"), merged.get("breakdown", []),
+                      Path(args.out)))
+        return 0
     card = torch.cuda.get_device_name(0)
     import triton
     meta = dict(card=card, torch=torch.__version__, triton=triton.__version__, python=platform.python_version())
@@ -164,46 +210,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:
         meta["fla"] = f"missing: {e}"
     t0 = time.time()
+    idx = [0] if args.quick else (range(len(SHAPES)) if args.shapes is None else args.shapes)
     cases = []
-    for shp in SHAPES[:1] if args.quick else SHAPES:
-        r = bench_case(*shp)
+    for i in idx:
+        r = bench_case(*SHAPES[i])
         print(json.dumps(r), flush=True)
         cases.append(r)
         torch.cuda.empty_cache()
-    dec = _decode_case()
-    print(json.dumps(dec), flush=True)
-    try:
-        brk = _breakdown(*SHAPES[0])
-    except Exception as e:  # pragma: no cover
-        brk = [dict(name=f"profiler failed: {e}", ms=0.0, calls=0)]
+    dec = None if args.no_decode else _decode_case()
+    if dec:
+        print(json.dumps(dec), flush=True)
+    brk = []
+    if not args.no_breakdown:
+        try:
+            brk = _breakdown(*SHAPES[0])
+        except Exception as e:  # pragma: no cover
+            brk = [dict(name=f"profiler failed: {e}", ms=0.0, calls=0)]
+        print(json.dumps(brk), flush=True)
     meta["seconds"] = round(time.time() - t0, 1)
-    name = card.replace(" ", "-")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"bench-{name}.json").write_text(json.dumps(dict(meta=meta, cases=cases, decode=dec, breakdown=brk),
-                                                       indent=1))
-    f = lambda x, d=3: "—" if x is None else f"{x:.{d}f}"
-    lines = [f"# Benchmark: chunk_osdn vs fla DeltaNet on {card}", "",
-             f"torch {meta['torch']}, triton {meta['triton']}, fla {meta['fla']}; triton.testing.do_bench medians; "
-             "bf16; OSDN with η = 0.5, no gate, no APF; peak = max allocated during one forward+backward above the "
-             "inputs. Ratio = OSDN / fla (targets: fwd+bwd ≤ 1.25, peak ≤ 1.2, decoding ≤ 1.5).", "",
-             "| B, T, H, K=V | OSDN fwd ms | fla fwd ms | ratio | OSDN fwd+bwd ms | fla fwd+bwd ms | ratio | "
-             "OSDN peak MiB | fla peak MiB | ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in cases:
-        mib = lambda b: None if b is None else b / 2**20
-        lines.append(f"| {r['B']}, {r['T']}, {r['H']}, {r['K']} | {f(r['osdn_fwd_ms'])} | {f(r.get('fla_fwd_ms'))} | "
-                     f"{f(r.get('ratio_fwd'), 2)} | {f(r['osdn_fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | "
-                     f"{f(r.get('ratio_fwdbwd'), 2)} | {f(mib(r['osdn_peak_bytes']), 0)} | "
-                     f"{f(mib(r.get('fla_peak_bytes')), 0)} | {f(r.get('ratio_peak'), 2)} |")
-        if "fla_error" in r:
-            lines.append(f"| fla failed: {r['fla_error'][:200]} |")
-    lines += ["", f"Decoding step (B={dec['B']}, H={dec['H']}, K=V={dec['K']}, T=1, carried state): OSDN "
-              f"{f(dec['osdn_step_ms'], 4)} ms, fla fused_recurrent_delta_rule {f(dec.get('fla_step_ms'), 4)} ms, "
-              f"ratio {f(dec.get('ratio_step'), 2)}.", "", f"OSDN per-kernel CUDA time, one forward+backward at "
-              f"{SHAPES[0]}:", "", "| kernel | ms | calls |", "| --- | --- | --- |"]
-    lines += [f"| {b['name']} | {b['ms']:.3f} | {b['calls']} |" for b in brk]
-    (out / f"bench-{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if merged is not None:
+        cases = merged["cases"] + cases
+        meta["note"] = merged["meta"].get("note", "")
+    print(_render(meta, cases, dec, brk, Path(args.out)))
     return 0
 
 

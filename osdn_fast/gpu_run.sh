@@ -15,16 +15,19 @@ for st in "$@"; do
       python3 -c "import torch,triton,fla;print('torch',torch.__version__,'triton',triton.__version__,'fla',fla.__version__,torch.cuda.get_device_name(0))" 2>&1 | tee -a "$LOG" ;;
     gputests)
       say "pytest -m gpu"
-      timeout 360 python3 -m pytest -p no:cacheprovider -m gpu -q -rs tests/test_fast_chunk.py tests/test_fast_recurrent.py 2>&1 | tee -a "$LOG" ;;
+      timeout ${T_TESTS:-200} python3 -m pytest -p no:cacheprovider -m gpu -q -rs ${PYTEST_K:+-k "$PYTEST_K"} tests/test_fast_chunk.py tests/test_fast_recurrent.py 2>&1 | tee -a "$LOG" ;;
     alltests)
       say "pytest tests/test_fast_*.py (all, on the GPU)"
       timeout 420 python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_chunk.py tests/test_fast_recurrent.py tests/test_fast_validation.py 2>&1 | tee -a "$LOG" ;;
     tolerance)
       say "osdn tolerance"
-      timeout 300 python3 -m osdn_ref.cli tolerance --out "$OUT" ${TOL_ARGS} 2>&1 | tee -a "$LOG" ;;
+      timeout ${T_TOL:-200} python3 -m osdn_ref.cli tolerance --out "$OUT" ${TOL_ARGS} 2>&1 | tee -a "$LOG" ;;
     bench)
       say "osdn bench"
-      timeout 400 python3 -m osdn_ref.cli bench --out "$OUT" 2>&1 | tee -a "$LOG" ;;
+      timeout ${T_BENCH:-180} python3 -m osdn_ref.cli bench --out "$OUT" 2>&1 | tee -a "$LOG" ;;
+    benchrest)
+      say "osdn bench (decoding step and kernel breakdown only)"
+      timeout ${T_BENCH:-100} python3 -m osdn_ref.cli bench --shapes ${BENCH_SHAPES} --out "$OUT" 2>&1 | tee -a "$LOG" ;;
     benchquick)
       say "osdn bench --quick"
       timeout 200 python3 -m osdn_ref.cli bench --quick --out "$OUT" 2>&1 | tee -a "$LOG" ;;

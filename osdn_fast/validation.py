@@ -25,7 +25,7 @@ _FLOAT_DTYPES = STREAM_DTYPES + (torch.float64,)
 
 @dataclass
 class Validated:
-    """What validation learnt: dimensions, cu_seqlens offsets on the host, eta's form."""
+    """What validation learnt (spec §6 inputs of E1–E8): dimensions, cu_seqlens offsets on the host, eta's form."""
 
     dims: Dims
     cu_host: np.ndarray  # int64 [N + 1]: offsets of the packed form (B sequences of T without cu_seqlens)

@@ -9,11 +9,13 @@ sequences of length T (a view, no copy).
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
 import torch
 import triton
+import triton.language as tl
 
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
@@ -24,9 +26,12 @@ from .wy import wy_inverse_kernel
 L2NORM_EPS = 1e-6
 
 
+_ENV = lambda name, default: int(os.environ.get(name, default))
+
+
 def _bv(BK: int, V: int) -> int:
     cap = 64 if BK <= 64 else (32 if BK <= 128 else 16)
-    return min(max(16, triton.next_power_of_2(V)), cap)
+    return min(max(16, triton.next_power_of_2(V)), _ENV("OSDN_BV", cap))
 
 
 def _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host):
@@ -44,9 +49,14 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     P = _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host)
     T, H, K, V, N, cu = P["T"], P["H"], P["K"], P["V"], P["N"], P["cu"]
     BT = int(chunk_size)
+    DT = dot_dtype(v.dtype)  # the streamed dtype (q, k are float32 after the in-kernel L2 normalisation)
     BK = max(16, triton.next_power_of_2(K))
     BV = _bv(BK, V)
-    DT = dot_dtype(v.dtype)  # the streamed dtype (q, k are float32 after the in-kernel L2 normalisation)
+    if DT is not tl.float32:
+        # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
+        # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128); blocks of >= 64 are correct.
+        BK = max(64, BK)
+        BV = max(64, BV) if BK <= 128 else 64
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
     idx_h, offs_h = chunk_indices(cu_host, BT)
     NT = idx_h.shape[0]
@@ -76,7 +86,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
         q, k, v, w, beta, g, M, h0, o, hbuf, hT, cu, offs, float(scale),
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store,
-        STORE_HT=output_final_state, DT=DT, PREC=PREC, num_warps=4, num_stages=1,
+        STORE_HT=output_final_state, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_FWD_WARPS", 4),
+        num_stages=_ENV("OSDN_FWD_STAGES", 1),
     )
     aux = None
     if store:
@@ -114,7 +125,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], do, dhT, aux["cu"], aux["offs"], aux["scale"],
         dq, dk, dw, dv, db, dg, dh0,
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_DHT=dhT is not None, DT=aux["DT"],
-        PREC=aux["PREC"], ATOMIC=NV > 1, num_warps=8, num_stages=1,
+        PREC=aux["PREC"], ATOMIC=NV > 1, num_warps=_ENV("OSDN_BWD_WARPS", 8), num_stages=_ENV("OSDN_BWD_STAGES", 1),
     )
     dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
     deta = torch.empty(N, H, device=dev, dtype=f32)
