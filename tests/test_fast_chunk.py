@@ -50,9 +50,11 @@ def test_T1_chunk_lengths_around_chunk_boundaries(T):
     check(kw, torch.float32, 16)
 
 
-def test_T1_chunk_wide_heads_several_key_and_value_blocks():
-    """K > 64 (several key blocks in the UT transform) and V split across value blocks."""
-    kw = realistic_problem(B=1, T=40, H=1, K=67, V=45, seed=3, full=True)
+@pytest.mark.parametrize("K,V", [(67, 45), (130, 70)])
+def test_T1_chunk_wide_heads_several_key_and_value_blocks(K, V):
+    """K > 64 (several key blocks in the UT transform; K = 130 pads to 256) and V split across value blocks
+    whose gradient parts are summed atomically."""
+    kw = realistic_problem(B=1, T=40, H=1, K=K, V=V, seed=3, full=True)
     check(kw, torch.float32, 32)
 
 
