@@ -6,7 +6,7 @@ CORE    := $(VENV)/.core-stamp
 STAMP   := $(VENV)/.installed-stamp
 REPORTS ?= reports
 
-.PHONY: report test pytest docs env clean gpu-test tolerance bench bench-ref recall
+.PHONY: report test pytest docs env clean gpu-test tolerance bench bench-ref recall mqar
 
 # The environment: torch==2.13.0 is the CPU wheel on local disk (any looser request pulls a CUDA build).
 # `make report` needs only the runtime dependencies; the test and docs extras come with `make test`.
@@ -53,6 +53,9 @@ bench: $(STAMP)
 
 recall: $(STAMP)
 	$(BIN)/osdn recall --out $(REPORTS)
+
+mqar: $(STAMP)
+	$(BIN)/osdn mqar --budget-min 5 --out $(REPORTS)
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis .benchmarks

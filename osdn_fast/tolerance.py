@@ -47,15 +47,14 @@ TOLERANCES: Dict[str, Dict[str, Dict[str, float]]] = {
     },
     # cuda: fp32 dots in IEEE mode; fp16/bf16 dots with 16-bit operands and float32 accumulation. Measured
     # worst (reports/tolerance-NVIDIA-H200.json, B=2, T=2048, H=4, K=V=128, full config, both entry points):
-    # float32 fwd 4.9e-7, grad 9.7e-6; float16 fwd 6.6e-4, grad 7.4e-4. bfloat16 is provisional: that run was
-    # stopped before its bfloat16 rows; the realistic-shape bfloat16 test passed under these bounds on an H100
-    # (reports/gpu-run-NVIDIA-H100-80GB-HBM3.log, run 5) but its errors were not recorded. The small Hypothesis
-    # problems (odd shapes, K = 1 with the L2 norm, strong cancellations) err more than the realistic ones in
-    # the interpreter, so each cuda bound is at least the interpreter's for its dtype.
+    # float32 fwd 4.9e-7, grad 9.7e-6; float16 fwd 6.6e-4, grad 7.4e-4; bfloat16 (reports/tolerance-NVIDIA-H200-bf16.json,
+    # same shapes, full and plain configs) fwd 5.7e-3, grad 7.2e-3. The small Hypothesis problems (odd shapes,
+    # K = 1 with the L2 norm, strong cancellations) err more than the realistic ones in the interpreter, so each
+    # cuda bound is at least the interpreter's for its dtype and about 10x or more the GPU's measured worst.
     "cuda": {
         "float32": {"fwd": 2e-5, "grad": 1e-4},
         "float16": {"fwd": 1e-2, "grad": 5e-2},
-        "bfloat16": {"fwd": 1e-1, "grad": 3e-1},
+        "bfloat16": {"fwd": 6e-2, "grad": 1e-1},
     },
 }
 FWD = ("o", "final_state", "final_precond")
@@ -223,6 +222,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--T", type=int, default=None, help="sequence length (default 2048 on GPU, 100 interpreted)")
     ap.add_argument("--grad-T", type=int, default=None, help="sequence length of the gradient runs")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"],
+                    choices=["float32", "float16", "bfloat16"], help="input dtypes to measure (default: all three)")
+    ap.add_argument("--configs", nargs="+", default=["full", "plain"], choices=["full", "plain"])
+    ap.add_argument("--tag", default="", help="suffix of the report's file name (e.g. to keep a partial run's report)")
     args = ap.parse_args(argv)
     on_gpu = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
     device = "cuda" if on_gpu else "cpu"
@@ -232,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         shapes = dict(B=2, T=args.T or 100, H=2, K=32, V=24)
         oracle, backend = "numpy", "interpreter"
-    dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    dtypes = tuple(getattr(torch, d) for d in args.dtypes)
     t0 = time.time()
     rows: List[Dict] = []
     partial = False
@@ -242,12 +245,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        run(shapes, args.grad_T, args.seeds, dtypes, device, oracle, rows=rows)
+        run(shapes, args.grad_T, args.seeds, dtypes, device, oracle, configs=tuple(args.configs), rows=rows)
     except KeyboardInterrupt:
         partial = True
         print("interrupted: writing the rows measured so far (report marked partial)", flush=True)
     summary = _summary(rows)
-    name = _device_name(device)
+    name = _device_name(device) + (f"-{args.tag}" if args.tag else "")
     failures = []
     for s in summary:
         tol = TOLERANCES[backend][s["dtype"]]["fwd" if s["quantity"] in FWD else "grad"]
@@ -256,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not s["within"]:
             failures.append(s)
     meta = dict(device=name, backend=backend, oracle=oracle, shapes=shapes, grad_T=args.grad_T or shapes["T"],
-                seeds=args.seeds, configs=["full", "plain"], chunk_size=64, torch=torch.__version__,
+                seeds=args.seeds, configs=list(args.configs), dtypes=list(args.dtypes), chunk_size=64, torch=torch.__version__,
                 triton=__import__("triton").__version__, python=platform.python_version(),
                 seconds=round(time.time() - t0, 1), partial=partial,
                 metric_note="scaled = max_abs / max(ref_max, floor) (floor 0.1; 1.0 for dq, dk under the L2 norm), the tested measure; bound from TOLERANCES")
@@ -265,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / f"tolerance-{name}.json").write_text(json.dumps(dict(meta=meta, summary=summary, rows=rows), indent=1))
     lines = [f"# Tolerance report: {name}", "",
              f"Fast path vs float64 oracle ({oracle}); backend {backend}; shapes {shapes}; gradient T "
-             f"{meta['grad_T']}; seeds {args.seeds}; configs full (g, α with resets, η per head, d°, clip, "
+             f"{meta['grad_T']}; seeds {args.seeds}; dtypes {args.dtypes}; configs {args.configs} of full (g, α with resets, η per head, d°, clip, "
              f"h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64; torch {meta['torch']}, triton {meta['triton']}; "
              f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
              "measured." if partial else ""), "",

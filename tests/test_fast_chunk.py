@@ -122,7 +122,7 @@ def _fla_tol(name, gated):
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16])  # fla 0.6.0's chunk_delta_rule asserts q.dtype != float32
 def test_gpu_eta_zero_matches_fla(gated, dtype):
     """η = 0, d° = 1: outputs and gradients equal fla's chunk_delta_rule (g = 0) / chunk_gated_delta_rule."""
     fla_fn = _fla("gated" if gated else "delta")
