@@ -13,16 +13,6 @@ import pytest
 
 from proofs.labels import SPEC_LABELS, LABEL_TITLES, check, cited_labels, find_spec, labels_in_spec, scan
 
-# osdn_fast is being written by another agent; these public functions cited no spec label when this test
-# was written. They are reported (xfail) rather than hidden; any *other* uncited function fails the test.
-KNOWN_UNCITED_FAST = {
-    "osdn_fast.compare.error_metrics",
-    "osdn_fast.tolerance.main",
-    "osdn_fast.tolerance.run",
-    "osdn_fast.tolerance.scaled_error",
-}
-
-
 @pytest.fixture(scope="module")
 def result():
     return scan(("osdn_ref", "osdn_fast"))
@@ -54,11 +44,8 @@ def test_every_osdn_ref_public_function_cites_a_label(result):
 
 
 def test_every_osdn_fast_public_function_cites_a_label(result):
-    uncited = {f for f in check(result)["uncited_functions"] if f.startswith("osdn_fast")}
-    new = sorted(uncited - KNOWN_UNCITED_FAST)
-    assert new == [], f"public osdn_fast functions citing no spec label: {new}"
-    if uncited:
-        pytest.xfail(f"osdn_fast (other agent's work in progress) cites no spec label in: {sorted(uncited)}")
+    uncited = [f for f in check(result)["uncited_functions"] if f.startswith("osdn_fast")]
+    assert uncited == [], f"public osdn_fast functions citing no spec label: {uncited}"
 
 
 def test_fast_api_is_traced(result):
