@@ -72,11 +72,15 @@ def test_vjp_equals_central_differences_for_every_input(kw, seed):
     cot = rng.standard_normal(o.shape), rng.standard_normal(h.shape), rng.standard_normal(d.shape)
     grads = recurrent_osdn_vjp(**kw, do=cot[0], dht=cot[1], ddt=cot[2], checkpoint=int(rng.integers(1, 5)))
     assert set(grads) == set(GRAD_NAMES)
+    # Central differences carry rounding noise ≈ ε · Σ|terms of the loss| / EPS whatever the gradient's
+    # size (a gradient near 0, e.g. dq with K = 1 under the L2 norm, is all noise): bound it 100× above.
+    noise = 100 * np.finfo(float).eps * float(np.sum(np.abs(o * cot[0])) + np.sum(np.abs(h * cot[1]))
+                                              + np.sum(np.abs(d * cot[2]))) / EPS
     for name in GRAD_NAMES:
         fd = central_differences(kw, name, cot)
         assert np.shape(grads[name]) == np.shape(kw[name]), name
-        scale = max(float(np.max(np.abs(fd))), 1e-3)
-        assert np.max(np.abs(grads[name] - fd)) / scale <= FD_RTOL, name
+        err = float(np.max(np.abs(grads[name] - fd)))
+        assert err <= FD_RTOL * float(np.max(np.abs(fd))) + noise, (name, err, noise)
 
 
 def test_clip_gradient_is_zero_outside_the_bounds():
