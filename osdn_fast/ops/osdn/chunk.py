@@ -1,7 +1,7 @@
 """``chunk_osdn``: the chunkwise form C1–C3 of OSDN as a torch.autograd.Function over Triton kernels.
 
 Forward:  d-scan (E1/E2/E8, :mod:`dscan`) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
-(:mod:`wy`, C3) → state walk over chunks (:mod:`state`, C3).
+(:mod:`wy`, C3; 16×16 blocked for chunks up to 64 rows) → state walk over chunks (:mod:`state`, C3).
 Backward: state walk in reverse from the stored chunk-start states (U, R recomputed) → reverse d-scan.
 All sequences are handled in packed form: without ``cu_seqlens`` a [B, T] batch is viewed as B packed
 sequences of length T (a view, no copy).
@@ -21,7 +21,7 @@ from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .state import state_bwd_kernel, state_fwd_kernel
 from .utils import chunk_indices, dot_dtype
-from .wy import wy_inverse_kernel
+from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
 L2NORM_EPS = 1e-6
 
@@ -41,6 +41,18 @@ def _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host):
     cu = torch.as_tensor(cu_host, dtype=torch.int32, device=q.device)
     return dict(T=T, H=H, K=K, V=V, N=N, cu=cu, g=g, alpha=alpha, eta=eta.contiguous(),
                 d_prior=d_prior.contiguous(), h0=h0, d0=d0)
+
+
+def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC):
+    """M [1, T, H, BT] = (I + A)^{-1} of every chunk (C3): the 16×16 blocked solve for BT ≤ 64, row by row
+    for BT = 128. ``idx`` [NT, 2] are the (sequence, chunk) pairs of :func:`chunk_indices`."""
+    M = torch.empty(1, k.shape[1], H, BT, device=k.device, dtype=torch.float32)
+    kernel = wy_inverse_blocked_kernel if BT <= 64 else wy_inverse_kernel
+    kernel[(idx.shape[0], H)](
+        k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=DT, PREC=PREC,
+        num_warps=4, num_stages=1,
+    )
+    return M
 
 
 def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
@@ -74,11 +86,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         STORE_DT=output_final_state, num_warps=1,
     )
     # C3: UT transform per chunk
-    M = torch.empty(1, T, H, BT, device=dev, dtype=f32)
-    wy_inverse_kernel[(NT, H)](
-        k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=DT, PREC=PREC,
-        num_warps=4, num_stages=1,
-    )
+    M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC)
     # C3: state walk
     o = torch.empty_like(v)
     hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=f32) if store else None
