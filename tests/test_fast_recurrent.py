@@ -117,3 +117,30 @@ def test_gpu_recurrent_realistic_shape_against_float64(dtype):
     kw = realistic_problem(B=2, T=300, H=4, K=128, V=128, seed=9, full=True)
     errs, _, _ = compare(fused_recurrent_osdn, kw, dtype, "cuda", oracle="torch")
     assert_within(errs, dtype, "cuda", what="fused_recurrent_osdn realistic")
+
+
+@pytest.mark.parametrize("fn_name", ["chunk_osdn", "fused_recurrent_osdn"])
+def test_no_grad_path_equals_autograd_path_for_each_eta(fn_name):
+    """Without anything to differentiate the entry points skip autograd and reuse cached device constants
+    (η filled from a float, d° = 1, cu_seqlens offsets): outputs equal the autograd path bit for bit, and a
+    second η or a second packing gets its own constants (a stale cache entry would fail here)."""
+    import osdn_fast
+
+    fn = getattr(osdn_fast, fn_name)
+    gen = torch.Generator().manual_seed(5)
+    r = lambda *s: torch.randn(*s, generator=gen).to(DEVICE)
+    q, k, v = r(1, 23, 2, 8), torch.nn.functional.normalize(r(1, 23, 2, 8), dim=-1), r(1, 23, 2, 8)
+    beta = torch.rand(1, 23, 2, generator=gen).to(DEVICE)
+    outs = {}
+    for eta in (0.3, 1.7):
+        for cu in (None, torch.tensor([0, 9, 23], device=DEVICE)):
+            with torch.no_grad():
+                o_ng, h_ng, d_ng = fn(q, k, v, beta, eta=eta, cu_seqlens=cu, output_final_state=True)
+            leaves = [x.clone().requires_grad_() for x in (q, k, v, beta)]
+            o, h, d = fn(*leaves, eta=eta, cu_seqlens=cu, output_final_state=True)
+            assert o.grad_fn is not None and o_ng.grad_fn is None
+            for a, b in ((o_ng, o), (h_ng, h), (d_ng, d)):
+                assert torch.equal(a, b.detach())
+            outs[eta, cu is None] = o_ng
+    assert not torch.equal(outs[0.3, True], outs[1.7, True])
+    assert not torch.equal(outs[0.3, True], outs[0.3, False])

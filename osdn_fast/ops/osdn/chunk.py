@@ -20,7 +20,7 @@ import triton.language as tl
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .state import state_bwd_kernel, state_fwd_kernel
-from .utils import chunk_indices, dot_dtype
+from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
 L2NORM_EPS = 1e-6
@@ -38,7 +38,7 @@ def _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host):
     _, T, H, K = q.shape
     V = v.shape[-1]
     N = len(cu_host) - 1
-    cu = torch.as_tensor(cu_host, dtype=torch.int32, device=q.device)
+    cu = cu_tensor(cu_host, q.device)
     return dict(T=T, H=H, K=K, V=V, N=N, cu=cu, g=g, alpha=alpha, eta=eta.contiguous(),
                 d_prior=d_prior.contiguous(), h0=h0, d0=d0)
 
@@ -47,11 +47,19 @@ def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC):
     """M [1, T, H, BT] = (I + A)^{-1} of every chunk (C3): the 16×16 blocked solve for BT ≤ 64, row by row
     for BT = 128. ``idx`` [NT, 2] are the (sequence, chunk) pairs of :func:`chunk_indices`."""
     M = torch.empty(1, k.shape[1], H, BT, device=k.device, dtype=torch.float32)
-    kernel = wy_inverse_blocked_kernel if BT <= 64 else wy_inverse_kernel
-    kernel[(idx.shape[0], H)](
-        k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=DT, PREC=PREC,
-        num_warps=4, num_stages=1,
-    )
+    blocked = BT <= 64 and os.environ.get("OSDN_WY", "blocked") != "rows"  # OSDN_WY=rows: A/B benchmarks
+    if blocked:
+        # float32 operands for the 16×16 tile products: Triton 3.6 on H100 mis-compiled narrow 16-bit dots
+        # (see state_fwd below); the write keys are float32 anyway.
+        wy_inverse_blocked_kernel[(idx.shape[0], H)](
+            k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=tl.float32,
+            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=1,
+        )
+    else:
+        wy_inverse_kernel[(idx.shape[0], H)](
+            k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=DT, PREC=PREC,
+            num_warps=4, num_stages=1,
+        )
     return M
 
 
@@ -70,10 +78,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         BK = max(64, BK)
         BV = max(64, BV) if BK <= 128 else 64
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
-    idx_h, offs_h = chunk_indices(cu_host, BT)
-    NT = idx_h.shape[0]
-    idx = torch.as_tensor(idx_h, device=q.device)
-    offs = torch.as_tensor(offs_h, device=q.device)
+    idx, offs, NT = chunk_index_tensors(cu_host, BT, q.device)
     dev = q.device
     f32 = torch.float32
     # C1/C2: d-scan and write keys
@@ -168,6 +173,13 @@ class ChunkOSDNFunction(torch.autograd.Function):
         return o, hT, dT
 
     @staticmethod
+    def run(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
+            chunk_size):
+        """The forward without autograd (nothing requires a gradient)."""
+        return _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host,
+                          output_final_state, chunk_size, False)[:3]
+
+    @staticmethod
     def backward(ctx, do, dhT, ddT):
         names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "M", "hbuf",
                  "cu", "offs")
@@ -201,15 +213,23 @@ def _finish(fn, q, k, v, beta, g, alpha, eta, d_prior, scale, initial_state, ini
 
     qp, kp, vp = pack(q, (K,)), pack(k, (K,)), pack(v, (V,))
     bp, gp, ap = pack(beta, ()), pack(g, ()), pack(alpha, ())
+    dev, f32 = q.device, torch.float32
     if isinstance(eta, torch.Tensor):
-        eta_h = eta.reshape(-1).to(torch.float32).expand(H) if eta.numel() == 1 else eta.to(torch.float32)
+        eta_h = eta.reshape(-1).to(f32).expand(H) if eta.numel() == 1 else eta.to(f32)
     else:
-        eta_h = torch.full((H,), float(eta), device=q.device, dtype=torch.float32)
-    dp = torch.ones(H, K, device=q.device, dtype=torch.float32) if d_prior is None else d_prior.to(torch.float32)
+        eta_h = cached(("eta", str(dev), H, float(eta)), lambda: torch.full((H,), float(eta), device=dev, dtype=f32))
+    if d_prior is None:
+        dp = cached(("ones", str(dev), H, K), lambda: torch.ones(H, K, device=dev, dtype=f32))
+    else:
+        dp = d_prior.to(f32)
     h0 = None if initial_state is None else initial_state.contiguous()
     d0 = None if initial_precond is None else initial_precond.contiguous()
-    o, hT, dT = fn.apply(qp, kp, vp, bp, gp, ap, eta_h, dp, h0, d0, scale, float(d_min), d_max, val.cu_host,
-                         bool(output_final_state), int(chunk_size))
+    args = (qp, kp, vp, bp, gp, ap, eta_h, dp, h0, d0, scale, float(d_min), d_max, val.cu_host,
+            bool(output_final_state), int(chunk_size))
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in args[:10]):
+        o, hT, dT = fn.apply(*args)
+    else:  # nothing to differentiate (e.g. decoding under no_grad): no autograd node, no saved tensors
+        o, hT, dT = fn.run(*args)
     o = o.reshape(B, T, H, V)
     if not output_final_state:
         return o, None, None

@@ -87,6 +87,16 @@ class FusedRecurrentOSDNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
                 chunk_size):
+        o, hT, dT = FusedRecurrentOSDNFunction.run(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min,
+                                                   d_max, cu_host, output_final_state, chunk_size)
+        ctx.save_for_backward(q, k, v, beta, g, alpha, eta, d_prior, h0, d0)
+        ctx.meta = (scale, d_min, d_max, cu_host, chunk_size, output_final_state)
+        return o, hT, dT
+
+    @staticmethod
+    def run(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
+            chunk_size):
+        """The forward kernel launch, shared by the autograd path and the no-gradient (decoding) path."""
         P = _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host)
         H, K, V, N = P["H"], P["K"], P["V"], P["N"]
         BK = max(16, triton.next_power_of_2(K))
@@ -101,8 +111,6 @@ class FusedRecurrentOSDNFunction(torch.autograd.Function):
             USE_G=g is not None, HAS_ALPHA=alpha is not None, HAS_H0=h0 is not None, HAS_D0=d0 is not None,
             STORE_FINAL=output_final_state,
         )
-        ctx.save_for_backward(q, k, v, beta, g, alpha, P["eta"], P["d_prior"], h0, d0)
-        ctx.meta = (scale, d_min, d_max, cu_host, chunk_size, output_final_state)
         return o, hT, dT
 
     @staticmethod

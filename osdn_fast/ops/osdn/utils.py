@@ -42,3 +42,39 @@ def chunk_indices(cu_host: np.ndarray, BT: int):
 
 def next_pow2(x: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(int(x)))
+
+
+_CACHE: "OrderedDict[tuple, object]" = None  # filled on first use
+
+
+def cached(key: tuple, make):
+    """Small LRU cache (256 entries) of read-only device constants: cu_seqlens offsets, chunk indices, the
+    default d° = 1 and η filled from a python float. Decoding calls the kernels once per token; rebuilding
+    these (host→device copies, fills) was most of a decoding step's time. Callers never write into them."""
+    global _CACHE
+    if _CACHE is None:
+        from collections import OrderedDict
+        _CACHE = OrderedDict()
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    val = make()
+    _CACHE[key] = val
+    if len(_CACHE) > 256:
+        _CACHE.popitem(last=False)
+    return val
+
+
+def cu_tensor(cu_host: np.ndarray, device) -> torch.Tensor:
+    """int32 device copy of the packed offsets ``cu_host`` (cached)."""
+    return cached(("cu", str(device), cu_host.tobytes()),
+                  lambda: torch.as_tensor(cu_host, dtype=torch.int32, device=device))
+
+
+def chunk_index_tensors(cu_host: np.ndarray, BT: int, device):
+    """Device copies of :func:`chunk_indices` (cached): (idx [NT, 2], offs [N + 1], NT)."""
+    def make():
+        idx, offs = chunk_indices(cu_host, BT)
+        return torch.as_tensor(idx, device=device), torch.as_tensor(offs, device=device), idx.shape[0]
+    return cached(("chunks", str(device), BT, cu_host.tobytes()), make)
