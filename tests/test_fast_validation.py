@@ -13,8 +13,9 @@ from osdn_fast.tolerance import realistic_problem
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ENTRIES = [chunk_osdn, fused_recurrent_osdn]
-KERNELS = {chunk_mod: ("dscan_fwd_kernel", "wy_inverse_kernel", "wy_inverse_blocked_kernel", "state_fwd_kernel",
-                       "state_bwd_kernel", "dscan_bwd_kernel"),
+KERNELS = {chunk_mod: ("dscan_fwd_kernel", "dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "wy_inverse_kernel",
+                       "wy_inverse_blocked_kernel", "state_fwd_kernel", "state_bwd_kernel", "dscan_bwd_kernel",
+                       "dscan_chunk_bwd_kernel"),
            rec_mod: ("fused_recurrent_fwd_kernel",)}
 
 
@@ -110,7 +111,8 @@ def test_the_launch_guard_itself_catches_a_launch(no_launch):
     """The guard used above is live: a valid call does reach a kernel and is stopped there."""
     with pytest.raises(AssertionError, match="launched before validation"):
         chunk_osdn(**good())
-    assert no_launch == ["dscan_fwd_kernel"]
+    first = "dscan_fwd_kernel" if chunk_mod._dscan_mode() == "token" else "dscan_chunk_prep_kernel"
+    assert no_launch == [first]
 
 
 @pytest.mark.parametrize("fn", ENTRIES, ids=["chunk", "recurrent"])

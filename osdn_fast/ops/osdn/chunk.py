@@ -1,6 +1,7 @@
 """``chunk_osdn``: the chunkwise form C1–C3 of OSDN as a torch.autograd.Function over Triton kernels.
 
-Forward:  d-scan (E1/E2/E8, :mod:`dscan`) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
+Forward:  d-scan (E1/E2/E8; chunk form C1 of :mod:`dscan_chunk` by default, the token-serial
+:mod:`dscan` with ``OSDN_DSCAN=token``) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
 (:mod:`wy`, C3; 16×16 blocked for chunks up to 64 rows) → state walk over chunks (:mod:`state`, C3).
 Backward: state walk in reverse from the stored chunk-start states (U, R recomputed) → reverse d-scan.
 All sequences are handled in packed form: without ``cu_seqlens`` a [B, T] batch is viewed as B packed
@@ -19,6 +20,7 @@ import triton.language as tl
 
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
+from .dscan_chunk import dscan_chunk_bwd_kernel, dscan_chunk_fwd_kernel, dscan_chunk_prep_kernel
 from .state import state_bwd_kernel, state_fwd_kernel
 from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
@@ -27,6 +29,14 @@ L2NORM_EPS = 1e-6
 
 
 _ENV = lambda name, default: int(os.environ.get(name, default))
+
+
+def _dscan_mode() -> str:
+    """Which preconditioner scan runs: ``chunk`` (C1, default) or ``token`` (token-serial, env OSDN_DSCAN=token)."""
+    mode = os.environ.get("OSDN_DSCAN", "chunk")
+    if mode not in ("chunk", "token"):
+        raise ValueError(f"OSDN_DSCAN: expected 'chunk' or 'token', got {mode!r}")
+    return mode
 
 
 def _bv(BK: int, V: int) -> int:
@@ -85,11 +95,28 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     w = torch.empty(1, T, H, K, device=dev, dtype=f32)
     dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
     dT = torch.empty(N, H, K, device=dev, dtype=f32) if output_final_state else None
-    dscan_fwd_kernel[(N, H)](
-        k, beta, alpha, P["eta"], P["d_prior"], d0, w, dprev, dT, cu, float(d_min), float(d_max),
-        H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
-        STORE_DT=output_final_state, num_warps=1,
-    )
+    Md = None
+    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 64))  # chunk length of the d-scan (C1)
+    if DC not in (16, 32, 64, 128):
+        raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
+    if _dscan_mode() == "token":
+        dscan_fwd_kernel[(N, H)](
+            k, beta, alpha, P["eta"], P["d_prior"], d0, w, dprev, dT, cu, float(d_min), float(d_max),
+            H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
+            STORE_DT=output_final_state, num_warps=1,
+        )
+    else:
+        idx_d = idx if DC == BT else chunk_index_tensors(cu_host, DC, dev)[0]
+        Md = torch.empty(1, T, H, DC, device=dev, dtype=f32)
+        dscan_chunk_prep_kernel[(idx_d.shape[0], H)](
+            k, beta, alpha, P["eta"], cu, idx_d, Md, H=H, K=K, BT=DC, BKC=min(BK, 64), HAS_ALPHA=alpha is not None,
+            PREC=PREC, num_warps=4, num_stages=1,
+        )
+        dscan_chunk_fwd_kernel[(N, H)](
+            k, beta, alpha, P["eta"], P["d_prior"], d0, Md, w, dprev, dT, cu, float(d_min), float(d_max),
+            H=H, K=K, BK=BK, BT=DC, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
+            STORE_DT=output_final_state, PREC=PREC, num_warps=4, num_stages=1,
+        )
     # C3: UT transform per chunk
     M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC)
     # C3: state walk
@@ -105,8 +132,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     aux = None
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
-                   w=w, dprev=dprev, M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
-                   d_max=float(d_max), BT=BT, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N)
+                   w=w, dprev=dprev, Md=Md, M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
+                   d_max=float(d_max), BT=BT, DC=DC, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N)
     return o, hT, dT, aux
 
 
@@ -144,11 +171,19 @@ def _chunk_bwd(aux, do, dhT, ddT):
     deta = torch.empty(N, H, device=dev, dtype=f32)
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
-    dscan_bwd_kernel[(N, H)](
-        k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], dw, ddT, aux["cu"], aux["d_min"], aux["d_max"],
-        dk, db, dalpha, deta, ddp, dd0,
-        H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
-    )
+    if aux["Md"] is None:
+        dscan_bwd_kernel[(N, H)](
+            k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], dw, ddT, aux["cu"], aux["d_min"], aux["d_max"],
+            dk, db, dalpha, deta, ddp, dd0,
+            H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
+        )
+    else:
+        dscan_chunk_bwd_kernel[(N, H)](
+            k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], aux["Md"], dw, ddT, aux["cu"], aux["d_min"],
+            aux["d_max"], dk, db, dalpha, deta, ddp, dd0,
+            H=H, K=K, BK=BK, BT=aux["DC"], HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, PREC=aux["PREC"],
+            num_warps=4, num_stages=1,
+        )
     d_dp = ddp.sum(0)
     if d0 is None:
         d_dp = d_dp + dd0.sum(0)
@@ -168,8 +203,8 @@ class ChunkOSDNFunction(torch.autograd.Function):
                                     output_final_state, chunk_size, store)
         if store:
             ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
-                                  aux["dprev"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"])
-            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "BK", "BV", "DT", "PREC", "N")}
+                                  aux["dprev"], aux["Md"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"])
+            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "BK", "BV", "DT", "PREC", "N")}
         return o, hT, dT
 
     @staticmethod
@@ -181,7 +216,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dhT, ddT):
-        names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "M", "hbuf",
+        names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "M", "hbuf",
                  "cu", "offs")
         aux = dict(zip(names, ctx.saved_tensors))
         aux.update(ctx.meta)
