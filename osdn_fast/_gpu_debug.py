@@ -11,8 +11,8 @@ D = int(sys.argv[2]); which = sys.argv[3]
 B, T, H = 1, 256, 2
 # wrap kernels to sync after each launch
 for name in ("dscan_fwd_kernel", "dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "wy_inverse_kernel",
-             "wy_inverse_blocked_kernel", "state_fwd_kernel", "state_bwd_kernel", "dscan_bwd_kernel",
-             "dscan_chunk_bwd_kernel"):
+             "wy_inverse_blocked_kernel", "state_fwd_kernel", "state_bwd_kernel", "state_bwd_dh_kernel",
+             "state_bwd_grads_kernel", "dscan_bwd_kernel", "dscan_chunk_bwd_kernel"):
     kern = getattr(C, name)
     class W:
         def __init__(s, k, n): s.k, s.n = k, n

@@ -147,6 +147,10 @@ def _render(meta: Dict, cases: List[Dict], dec: Optional[Dict], brk: List[Dict],
              f"torch {meta['torch']}, triton {meta['triton']}, fla {meta['fla']}; triton.testing.do_bench medians; "
              "bf16; OSDN with η = 0.5, no gate, no APF; peak = max allocated during one forward+backward above the "
              "inputs. Ratio = OSDN / fla (targets: fwd+bwd ≤ 1.25, peak ≤ 1.2, decoding ≤ 1.5).", ""]
+    if meta.get("kernels"):
+        kn = meta["kernels"]
+        lines += [f"OSDN kernels: d-scan `{kn['dscan']}`, state backward `{kn['state_bwd']}`, UT inverse `{kn['wy']}` "
+                  "(env OSDN_DSCAN=token, OSDN_STATE_BWD=fused, OSDN_WY=rows select the earlier kernels).", ""]
     if meta.get("note"):
         lines += [meta["note"], ""]
     lines += ["| B, T, H, K=V | OSDN fwd ms | fla fwd ms | ratio | OSDN fwd+bwd ms | fla fwd+bwd ms | ratio | "
@@ -204,6 +208,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     card = torch.cuda.get_device_name(0)
     import triton
     meta = dict(card=card, torch=torch.__version__, triton=triton.__version__, python=platform.python_version())
+    import os
+    meta["kernels"] = dict(dscan=os.environ.get("OSDN_DSCAN", "chunk"),
+                           state_bwd=os.environ.get("OSDN_STATE_BWD", "split"),
+                           wy=os.environ.get("OSDN_WY", "blocked"))
     try:
         import fla
         meta["fla"] = getattr(fla, "__version__", "?")

@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | tolerance | bench | benchquick. Logs go to $OUT/gpu-run.log.
+# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold. Logs go to $OUT/gpu-run.log.
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PYTHONDONTWRITEBYTECODE=1
@@ -31,6 +31,14 @@ for st in "$@"; do
     benchquick)
       say "osdn bench --quick"
       timeout 200 python3 -m osdn_ref.cli bench --quick --out "$OUT" 2>&1 | tee -a "$LOG" ;;
+    benchold)
+      say "osdn bench --quick with the earlier kernels (token d-scan, fused state backward, row UT inverse)"
+      OSDN_DSCAN=token OSDN_STATE_BWD=fused OSDN_WY=rows timeout ${T_BENCH_OLD:-200} python3 -m osdn_ref.cli bench \
+        --quick --no-decode --out "$OUT/earlier-kernels" 2>&1 | tee -a "$LOG" ;;
+    kerneltests)
+      say "pytest: kernel-level comparisons on the GPU (split state backward, chunk d-scan named cases)"
+      timeout ${T_KT:-200} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_state_bwd.py \
+        tests/test_fast_dscan_chunk.py -k "state_bwd or named or unstable" 2>&1 | tee -a "$LOG" ;;
   esac
 done
 say done

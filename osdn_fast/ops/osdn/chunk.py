@@ -3,7 +3,11 @@
 Forward:  d-scan (E1/E2/E8; chunk form C1 of :mod:`dscan_chunk` by default, the token-serial
 :mod:`dscan` with ``OSDN_DSCAN=token``) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
 (:mod:`wy`, C3; 16×16 blocked for chunks up to 64 rows) → state walk over chunks (:mod:`state`, C3).
-Backward: state walk in reverse from the stored chunk-start states (U, R recomputed) → reverse d-scan.
+Backward: reverse pass of C3 in two kernels (:mod:`state`): a serial walk over the chunks in reverse for the
+state adjoint dh (storing each chunk's dh, and dv), then one chunk-parallel program per (chunk, head) for the
+gradients of q, k, K̃, β, g from the stored chunk-start states and the stored dh (U, R recomputed); then the
+reverse d-scan. ``OSDN_STATE_BWD=fused`` selects the older single kernel that does everything in the serial
+walk (A/B benchmarks).
 All sequences are handled in packed form: without ``cu_seqlens`` a [B, T] batch is viewed as B packed
 sequences of length T (a view, no copy).
 """
@@ -21,7 +25,7 @@ import triton.language as tl
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_bwd_kernel, dscan_chunk_fwd_kernel, dscan_chunk_prep_kernel
-from .state import state_bwd_kernel, state_fwd_kernel
+from .state import state_bwd_dh_kernel, state_bwd_grads_kernel, state_bwd_kernel, state_fwd_kernel
 from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
@@ -133,7 +137,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=Md, M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
-                   d_max=float(d_max), BT=BT, DC=DC, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N)
+                   d_max=float(d_max), BT=BT, DC=DC, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx)
     return o, hT, dT, aux
 
 
@@ -153,20 +157,46 @@ def _chunk_bwd(aux, do, dhT, ddT):
         dhT = dhT.contiguous()
     if ddT is not None:
         ddT = ddT.contiguous()
-    alloc = torch.zeros if NV > 1 else torch.empty
-    dq = alloc(1, T, H, K, device=dev, dtype=f32)
-    dk = alloc(1, T, H, K, device=dev, dtype=f32)
-    dw = alloc(1, T, H, K, device=dev, dtype=f32)
+    DT, PREC, USE_G = aux["DT"], aux["PREC"], g is not None
     dv = torch.empty(1, T, H, V, device=dev, dtype=f32)
-    db = alloc(1, T, H, device=dev, dtype=f32)
-    dg = alloc(1, T, H, device=dev, dtype=f32) if g is not None else None
     dh0 = torch.empty(N, H, K, V, device=dev, dtype=f32)
-    state_bwd_kernel[(NV, N * H)](
-        q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], do, dhT, aux["cu"], aux["offs"], aux["scale"],
-        dq, dk, dw, dv, db, dg, dh0,
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_DHT=dhT is not None, DT=aux["DT"],
-        PREC=aux["PREC"], ATOMIC=NV > 1, num_warps=_ENV("OSDN_BWD_WARPS", 8), num_stages=_ENV("OSDN_BWD_STAGES", 1),
-    )
+    if os.environ.get("OSDN_STATE_BWD", "split") == "fused":
+        # one serial kernel for everything (A/B benchmarks): value blocks add their parts atomically
+        alloc = torch.zeros if NV > 1 else torch.empty
+        dq = alloc(1, T, H, K, device=dev, dtype=f32)
+        dk = alloc(1, T, H, K, device=dev, dtype=f32)
+        dw = alloc(1, T, H, K, device=dev, dtype=f32)
+        db = alloc(1, T, H, device=dev, dtype=f32)
+        dg = alloc(1, T, H, device=dev, dtype=f32) if USE_G else None
+        state_bwd_kernel[(NV, N * H)](
+            q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], do, dhT, aux["cu"], aux["offs"], aux["scale"],
+            dq, dk, dw, dv, db, dg, dh0,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT,
+            PREC=PREC, ATOMIC=NV > 1, num_warps=_ENV("OSDN_BWD_WARPS", 8), num_stages=_ENV("OSDN_BWD_STAGES", 1),
+        )
+    else:
+        # serial dh walk (dv, dh0 and each chunk's dh), then all chunks in parallel for dq, dk, dK̃, dβ, dg;
+        # every row of dq … dg is stored by exactly one program, so no zero-fill and no atomics
+        idx = aux["idx"]
+        NT = idx.shape[0]
+        dq = torch.empty(1, T, H, K, device=dev, dtype=f32)
+        dk = torch.empty(1, T, H, K, device=dev, dtype=f32)
+        dw = torch.empty(1, T, H, K, device=dev, dtype=f32)
+        db = torch.empty(1, T, H, device=dev, dtype=f32)
+        dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
+        dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=f32)  # as large as hbuf
+        state_bwd_dh_kernel[(NV, N * H)](
+            q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
+            num_warps=_ENV("OSDN_BWD_DH_WARPS", 8), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
+        )
+        if NT > 0:
+            state_bwd_grads_kernel[(NT, H)](
+                q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, do, aux["cu"], idx, aux["scale"],
+                dq, dk, dw, db, dg,
+                H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC,
+                num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
+            )
     dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
     deta = torch.empty(N, H, device=dev, dtype=f32)
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
@@ -203,7 +233,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
                                     output_final_state, chunk_size, store)
         if store:
             ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
-                                  aux["dprev"], aux["Md"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"])
+                                  aux["dprev"], aux["Md"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"], aux["idx"])
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "BK", "BV", "DT", "PREC", "N")}
         return o, hT, dT
 
@@ -217,7 +247,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dhT, ddT):
         names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "M", "hbuf",
-                 "cu", "offs")
+                 "cu", "offs", "idx")
         aux = dict(zip(names, ctx.saved_tensors))
         aux.update(ctx.meta)
         return _chunk_bwd(aux, do, dhT, ddT) + (None,) * 6

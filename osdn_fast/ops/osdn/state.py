@@ -1,14 +1,27 @@
 """The state part of the chunkwise form (spec C3) and its reverse-mode derivative.
 
-One program per (value block, sequence, head) walks the chunks of its sequence in order and keeps its
-[K, BV] slice of h = Sᵀ in float32 registers. Value columns are independent given the write keys, so
-the V split needs no communication; the gradients that sum over values (q, k, K̃, β, λ) are written
-as per-value-block partials and summed by the caller.
+Forward (:func:`state_fwd_kernel`): one program per (value block, sequence, head) walks the chunks of its
+sequence in order and keeps its [K, BV] slice of h = Sᵀ in float32 registers, storing each chunk-start state
+(hbuf). Value columns are independent given the write keys, so the V split needs no communication.
 
 Per chunk (n rows, λ within-chunk cumulative log-gate, e = e^λ, M = (I + A)^{-1} from :mod:`wy`):
     R = diag(β)(V − diag(e) K h⁰),  U = M R
     O = scale (diag(e) Q h⁰ + tril(e^{λ_i−λ_j} Q K̃ᵀ) U)
     h_end = e^{λ_n} h⁰ + (diag(e^{λ_n − λ}) K̃)ᵀ U
+
+Backward, split (the default in :mod:`chunk`): only the state adjoint dh is serial.
+:func:`state_bwd_dh_kernel` walks the chunks in reverse per (value block, sequence, head) with just the
+products on the dh path,
+    dR = Mᵀ (scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh),  dV = diag(β) dR,
+    dh ← e^{λ_n} dh + scale (diag(e) Q)ᵀ dO − (diag(βe) K)ᵀ dR,
+storing each chunk's dh (the adjoint of its end state) in dhbuf [NT, H, K, V] float32, as large as hbuf.
+:func:`state_bwd_grads_kernel` then runs one program per (chunk, head), all in parallel: from h (hbuf) and
+dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, dg, summing over the value
+blocks inside the program (no atomics). Both share the per-chunk prologue :func:`_bwd_chunk_tiles`, the
+intra-chunk matrix :func:`_intra_qk` and the dR step :func:`_dr_of_chunk`.
+
+Backward, fused (:func:`state_bwd_kernel`, ``OSDN_STATE_BWD=fused``): one serial walk that also computes
+every intra-chunk gradient, the value blocks adding their parts of the sums over V with float32 atomics.
 """
 
 from __future__ import annotations
@@ -229,3 +242,277 @@ def state_bwd_kernel(
             dh = dh + scale * tl.dot(tl.trans(qq), ddo, input_precision=PREC) \
                 - tl.dot(tl.trans((kk.to(tl.float32) * b[:, None]).to(DT)), drd, input_precision=PREC)
     tl.store(dh0 + (i_n * H + i_h) * K * V + hk, dh, mask=m_h)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Split backward: a serial walk for the state adjoint dh, then a chunk-parallel gradient kernel
+# ---------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_chunk_tiles(q, k, w, beta, g, M, bos, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+                     BK: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
+    """The value-independent part of one chunk of the C3 backward, shared by both split kernels.
+
+    Parameters
+    ----------
+    q, k, w, beta, g, M : pointers
+        Read keys/queries [T, H, K], write keys K̃ [T, H, K] (C2), β, g [T, H], M = (I + A)^{-1} [T, H, BT].
+    bos, t0, t1 : int64
+        Start of the sequence, first row of the chunk and one past its last row.
+
+    Returns
+    -------
+    b, lam, m_t : [BT]
+        β, λ (within-chunk cumulative log-gate, zero without g) and the row mask.
+    qq, kk, ww : [BT, BK] in DT
+        Q, K, K̃ of the chunk (zero-padded).
+    mm : [BT, BT] in DT
+        M of the chunk.
+    lam_n : scalar
+        λ of the chunk's last row.
+    e, en_e : [BT]
+        e^λ and e^{λ_n − λ} (the latter zero on padded rows).
+    wd : [BT, BK] in DT
+        diag(e^{λ_n − λ}) K̃, the write keys as seen by the chunk-end state (K̃ itself without g).
+    """
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
+    qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
+    kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
+    ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
+    mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
+    lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
+    e = tl.exp(lam)
+    en_e = tl.where(m_t, tl.exp(lam_n - lam), 0.0)
+    if USE_G:
+        wd = (ww.to(tl.float32) * en_e[:, None]).to(DT)
+    else:
+        wd = ww
+    return b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd
+
+
+@triton.jit
+def _gate_ratios(lam, BT: tl.constexpr):
+    """Γ_ij = e^{λ_i − λ_j} for j ≤ i and 1 above the diagonal (the exponent is zeroed there before exp, C3)."""
+    o_t = tl.arange(0, BT)
+    incl = o_t[:, None] >= o_t[None, :]
+    return tl.exp(tl.where(incl, lam[:, None] - lam[None, :], 0.0))
+
+
+@triton.jit
+def _intra_qk(qq, ww, lam, BT: tl.constexpr, USE_G: tl.constexpr, PREC: tl.constexpr):
+    """S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (diagonal included), the intra-chunk output matrix of C3, float32."""
+    o_t = tl.arange(0, BT)
+    incl = o_t[:, None] >= o_t[None, :]
+    qw = tl.dot(qq, tl.trans(ww), input_precision=PREC)
+    if USE_G:
+        qw = qw * _gate_ratios(lam, BT)
+    return tl.where(incl, qw, 0.0)
+
+
+@triton.jit
+def _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT: tl.constexpr, PREC: tl.constexpr):
+    """dR = Mᵀ dU with dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (reverse of C3's U = M R and of O, h_end).
+
+    ``dh`` [BK, BV] float32 is the adjoint of the chunk-end state, ``ddo`` [BT, BV] the chunk's dO in DT.
+    Returns dR [BT, BV] in float32; dV = diag(β) dR.
+    """
+    du = scale * tl.dot(tl.trans(S.to(DT)), ddo, input_precision=PREC) \
+        + tl.dot(wd, dh.to(DT), input_precision=PREC)
+    return tl.dot(tl.trans(mm), du.to(DT), input_precision=PREC)
+
+
+@triton.jit
+def state_bwd_dh_kernel(
+    q, k, w, beta, g, M, do, dhT, cu, chunk_off, scale,
+    dv, dhbuf, dh0,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """Serial part of the reverse pass of C3: the state adjoint dh, walked over the chunks in reverse.
+
+    One program per (value block, sequence, head). The dh recurrence needs neither the forward states nor U:
+    per chunk, dR = Mᵀ (scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh) and
+    dh ← e^{λ_n} dh + scale (diag(e^λ) Q)ᵀ dO − (diag(β e^λ) K)ᵀ dR.
+
+    Writes
+    ------
+    dv : [T, H, V] float32
+        diag(β) dR.
+    dhbuf : [NT, H, K, V] float32
+        Per global chunk, the dh used inside it (the adjoint of the chunk-END state), read by
+        :func:`state_bwd_grads_kernel`.
+    dh0 : [N, H, K, V] float32
+        Adjoint of the initial state.
+    """
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    c_off = tl.load(chunk_off + i_n).to(tl.int64)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    hk = o_k[:, None] * V + o_v[None, :]
+    m_h = m_k[:, None] & m_v[None, :]
+    if HAS_DHT:
+        dh = tl.load(dhT + (i_n * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BK, BV], dtype=tl.float32)
+    NC = tl.cdiv(eos - bos, BT)
+    for cc in range(0, NC):
+        c = NC - 1 - cc
+        t0 = bos + c * BT
+        t1 = tl.minimum(t0 + BT, eos)
+        tl.store(dhbuf + ((c_off + c) * H + i_h) * K * V + hk, dh, mask=m_h)
+        b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
+            q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
+        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+        S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+        dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
+        tl.store(dv + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], (b[:, None] * dr).to(dv.dtype.element_ty),
+                 mask=m_t[:, None] & m_v[None, :])
+        drd = dr.to(DT)
+        if USE_G:
+            dh = tl.exp(lam_n) * dh \
+                + scale * tl.dot(tl.trans((qq.to(tl.float32) * e[:, None]).to(DT)), ddo, input_precision=PREC) \
+                - tl.dot(tl.trans((kk.to(tl.float32) * (b * e)[:, None]).to(DT)), drd, input_precision=PREC)
+        else:
+            dh = dh + scale * tl.dot(tl.trans(qq), ddo, input_precision=PREC) \
+                - tl.dot(tl.trans((kk.to(tl.float32) * b[:, None]).to(DT)), drd, input_precision=PREC)
+    tl.store(dh0 + (i_n * H + i_h) * K * V + hk, dh, mask=m_h)
+
+
+@triton.jit
+def state_bwd_grads_kernel(
+    q, k, v, w, beta, g, M, hbuf, dhbuf, do, cu, chunk_idx, scale,
+    dq, dk, dw, dbeta, dg,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """Chunk-parallel part of the reverse pass of C3: the gradients of q, k, K̃, β and g of one chunk.
+
+    One program per (global chunk, head), from the chunk-start state h (hbuf, forward) and the chunk-end
+    adjoint dh (dhbuf, :func:`state_bwd_dh_kernel`). The value blocks are walked inside the program, so the
+    sums over values need no atomics: per block, U = M diag(β)(V − diag(e^λ) K h) and dR (as in the dh walk)
+    are recomputed and the value contractions dS = scale dO Uᵀ, dA = −dR Uᵀ, dO hᵀ, dR hᵀ, U dhᵀ,
+    Σ_v dR ⊙ (V − e^λ K h), Σ_v dR ⊙ K h and Σ h ⊙ dh are accumulated in float32; the [BT, BK] products with
+    Q, K, K̃ follow once per chunk. The formulas are those of :func:`state_bwd_kernel`, summed over V
+    before instead of after the last products; Σ_v dO ⊙ (Q h) is taken as Σ_k Q ⊙ (dO hᵀ).
+
+    Writes (stores, every row of the chunk)
+    ------
+    dq, dk, dw : [T, H, K] float32
+        dk is the state part only (the d-scan adds its own); dw = dL/dK̃.
+    dbeta : [T, H] float32
+        State part of dβ.
+    dg : [T, H] float32
+        dL/dg (reverse-cumulated within the chunk), when USE_G.
+    """
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n = tl.load(chunk_idx + i_c * 2)
+    c = tl.load(chunk_idx + i_c * 2 + 1)
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    t0 = bos + c * BT
+    t1 = tl.minimum(t0 + BT, eos)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    incl = o_t[:, None] >= o_t[None, :]
+    strict = o_t[:, None] > o_t[None, :]
+    b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
+        q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
+    S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+    st = (i_c.to(tl.int64) * H + i_h) * K * V
+    dS = tl.zeros([BT, BT], dtype=tl.float32)   # Σ_v dO Uᵀ
+    dA = tl.zeros([BT, BT], dtype=tl.float32)   # Σ_v dR Uᵀ
+    gq = tl.zeros([BT, BK], dtype=tl.float32)   # dO hᵀ
+    gk = tl.zeros([BT, BK], dtype=tl.float32)   # dR hᵀ
+    gw = tl.zeros([BT, BK], dtype=tl.float32)   # U dhᵀ
+    db = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − e^λ K h)
+    dlk = tl.zeros([BT], dtype=tl.float32)      # Σ_v dR ⊙ K h
+    hdh = tl.zeros([BK], dtype=tl.float32)      # Σ_v h ⊙ dh
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        hk = o_k[:, None] * V + o_v[None, :]
+        m_h = m_k[:, None] & m_v[None, :]
+        h = tl.load(hbuf + st + hk, mask=m_h, other=0.0)
+        dh = tl.load(dhbuf + st + hk, mask=m_h, other=0.0)
+        vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+        hd = h.to(DT)
+        kh = tl.dot(kk, hd, input_precision=PREC)
+        if USE_G:
+            vr = vv - e[:, None] * kh
+        else:
+            vr = vv - kh
+        ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
+        dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
+        drd = dr.to(DT)
+        dS += tl.dot(ddo, tl.trans(ud), input_precision=PREC)
+        dA += tl.dot(drd, tl.trans(ud), input_precision=PREC)
+        gq += tl.dot(ddo, tl.trans(hd), input_precision=PREC)
+        gk += tl.dot(drd, tl.trans(hd), input_precision=PREC)
+        gw += tl.dot(ud, tl.trans(dh.to(DT)), input_precision=PREC)
+        db += tl.sum(dr * vr, axis=1)
+        if USE_G:
+            dlk += tl.sum(dr * kh, axis=1)
+            hdh += tl.sum(h * dh, axis=1)
+    dS = tl.where(incl, scale * dS, 0.0)
+    dA = tl.where(strict, -dA, 0.0)
+    kw = tl.dot(kk, tl.trans(ww), input_precision=PREC)
+    if USE_G:
+        gam = _gate_ratios(lam, BT)
+        Araw = tl.where(strict, kw * gam, 0.0)
+        gqw = dS * gam
+        gkw = b[:, None] * dA * gam
+    else:
+        Araw = tl.where(strict, kw, 0.0)
+        gqw = dS
+        gkw = b[:, None] * dA
+    gqw_d = gqw.to(DT)
+    gkw_d = gkw.to(DT)
+    # dq = G_qw K̃ + scale diag(e) dO h⁰ᵀ;  dk = G_kw K̃ − diag(β e) dR h⁰ᵀ;  dK̃ = diag(e^{λn−λ}) U dhᵀ + …
+    dq_c = tl.dot(gqw_d, ww, input_precision=PREC)
+    dk_c = tl.dot(gkw_d, ww, input_precision=PREC)
+    if USE_G:
+        dq_c += scale * e[:, None] * gq
+        dk_c -= (b * e)[:, None] * gk
+        dw_c = en_e[:, None] * gw
+    else:
+        dq_c += scale * gq
+        dk_c -= b[:, None] * gk
+        dw_c = gw
+    dw_c += tl.dot(tl.trans(gqw_d), qq, input_precision=PREC) + tl.dot(tl.trans(gkw_d), kk, input_precision=PREC)
+    db_c = db + tl.sum(dA * Araw, axis=1)
+    rows = (t0 + o_t) * H + i_h
+    m_tk = m_t[:, None] & m_k[None, :]
+    tl.store(dq + rows[:, None] * K + o_k[None, :], dq_c, mask=m_tk)
+    tl.store(dk + rows[:, None] * K + o_k[None, :], dk_c, mask=m_tk)
+    tl.store(dw + rows[:, None] * K + o_k[None, :], dw_c, mask=m_tk)
+    tl.store(dbeta + rows, db_c, mask=m_t)
+    if USE_G:
+        dlam = scale * e * tl.sum(qq.to(tl.float32) * gq, axis=1)
+        SdS = S * dS
+        dlam += tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0)
+        AdA = b[:, None] * Araw * dA
+        dlam += tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0)
+        dlam -= b * e * dlk
+        X = tl.sum(en_e[:, None] * gw * ww.to(tl.float32), axis=1)
+        dlam -= X
+        dlam_n = tl.sum(X, axis=0) + tl.exp(lam_n) * tl.sum(hdh, axis=0)
+        dlam += tl.where(o_t == (t1 - t0 - 1), dlam_n, 0.0)
+        dlam = tl.where(m_t, dlam, 0.0)
+        # λ_i = Σ_{j≤i} g_j  ⇒  dg_j = Σ_{i≥j} dλ_i
+        dgc = tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
+        tl.store(dg + rows, dgc, mask=m_t)

@@ -1,0 +1,77 @@
+"""C3 reverse pass: the split state backward (serial dh walk + chunk-parallel gradient kernel, the default)
+gives the same gradients as the single fused kernel (``OSDN_STATE_BWD=fused``) and both equal the float64
+reference (T1), with and without log-decays, V split over several value blocks, packed sequences, an initial
+state and a cotangent of the final state."""
+
+import numpy as np
+import pytest
+import torch
+
+import osdn_fast.ops.osdn.chunk as chunk_mod
+from osdn_fast import chunk_osdn
+from osdn_fast.compare import compare
+from osdn_fast.tolerance import BACKEND, assert_within, realistic_problem
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _packed_problem(gated: bool, K: int, V: int):
+    """Three packed sequences (lengths 23, 0 and 41: a partial chunk, an empty sequence, several chunks),
+    h0 and d0 given; the comparison also feeds cotangents of the final state and preconditioner."""
+    lens = [23, 0, 41]
+    T = sum(lens)
+    kw = realistic_problem(B=1, T=T, H=2, K=K, V=V, seed=17 + gated, full=True)
+    rng = np.random.default_rng(5)
+    kw["initial_state"] = 0.1 * rng.standard_normal((len(lens), 2, K, V))
+    kw["initial_precond"] = rng.uniform(0.2, 2.0, (len(lens), 2, K))
+    kw["cu_seqlens"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    if not gated:
+        del kw["g"]
+    return kw
+
+
+def _run(monkeypatch, mode, kw, C):
+    monkeypatch.setenv("OSDN_STATE_BWD", mode)
+    return compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=C)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("K,V,C", [(67, 130, 16), (20, 70, 32)])
+def test_split_state_backward_equals_fused_and_reference(monkeypatch, gated, K, V, C):
+    kw = _packed_problem(gated, K, V)
+    BK = max(16, 1 << (K - 1).bit_length())
+    assert chunk_mod._bv(BK, V) < V, "the problem must split V into several value blocks"
+    errs_f, fused, ref = _run(monkeypatch, "fused", kw, C)
+    errs_s, split, _ = _run(monkeypatch, "split", kw, C)
+    assert_within(errs_f, torch.float32, BACKEND, what=f"chunk_osdn fused state bwd C={C}")
+    assert_within(errs_s, torch.float32, BACKEND, what=f"chunk_osdn split state bwd C={C}")
+    names = [n for n in ref if n.startswith("d") and n in split]
+    assert {"dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
+    assert ("dg" in names) == gated
+    for n in names:
+        a, b = split[n], fused[n]
+        assert np.all(np.isfinite(a)), n
+        scale = max(1.0, float(np.max(np.abs(ref[n]))))
+        diff = float(np.max(np.abs(a - b))) / scale
+        assert diff <= 1e-5, f"{n}: split vs fused state backward differ by {diff:.3e} (scaled)"
+
+
+def test_split_state_backward_is_the_default(monkeypatch):
+    """Without OSDN_STATE_BWD the split kernels run and the fused one does not."""
+    monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
+    launched = []
+    for name in ("state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel"):
+        kern = getattr(chunk_mod, name)
+
+        class Spy:
+            def __init__(self, k, n):
+                self.k, self.n = k, n
+
+            def __getitem__(self, grid):
+                launched.append(self.n)
+                return self.k[grid]
+
+        monkeypatch.setattr(chunk_mod, name, Spy(kern, name))
+    kw = realistic_problem(B=1, T=20, H=1, K=8, V=8, seed=2, full=True)
+    compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    assert launched == ["state_bwd_dh_kernel", "state_bwd_grads_kernel"]
