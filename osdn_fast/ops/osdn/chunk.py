@@ -114,12 +114,12 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         Md = torch.empty(1, T, H, DC, device=dev, dtype=f32)
         dscan_chunk_prep_kernel[(idx_d.shape[0], H)](
             k, beta, alpha, P["eta"], cu, idx_d, Md, H=H, K=K, BT=DC, BKC=min(BK, 64), HAS_ALPHA=alpha is not None,
-            PREC=PREC, num_warps=4, num_stages=1,
+            PREC=PREC, num_warps=_ENV("OSDN_DSCAN_PREP_WARPS", 4), num_stages=1,
         )
         dscan_chunk_fwd_kernel[(N, H)](
             k, beta, alpha, P["eta"], P["d_prior"], d0, Md, w, dprev, dT, cu, float(d_min), float(d_max),
             H=H, K=K, BK=BK, BT=DC, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
-            STORE_DT=output_final_state, PREC=PREC, num_warps=4, num_stages=1,
+            STORE_DT=output_final_state, PREC=PREC, num_warps=_ENV("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
         )
     # C3: UT transform per chunk
     M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC)
@@ -212,7 +212,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
             k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], aux["Md"], dw, ddT, aux["cu"], aux["d_min"],
             aux["d_max"], dk, db, dalpha, deta, ddp, dd0,
             H=H, K=K, BK=BK, BT=aux["DC"], HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, PREC=aux["PREC"],
-            num_warps=4, num_stages=1,
+            num_warps=_ENV("OSDN_DSCAN_BWD_WARPS", 4), num_stages=1,
         )
     d_dp = ddp.sum(0)
     if d0 is None:
