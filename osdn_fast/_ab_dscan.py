@@ -22,6 +22,9 @@ CONFIGS = {
     "chunk32-w4": dict(OSDN_DSCAN="chunk", OSDN_DSCAN_CHUNK="32"),
     "chunk32-w8": dict(OSDN_DSCAN="chunk", OSDN_DSCAN_CHUNK="32", OSDN_DSCAN_PREP_WARPS="8",
                        OSDN_DSCAN_FWD_WARPS="8", OSDN_DSCAN_BWD_WARPS="8"),
+    "chunk16-w4": dict(OSDN_DSCAN="chunk", OSDN_DSCAN_CHUNK="16"),
+    "chunk16-w2": dict(OSDN_DSCAN="chunk", OSDN_DSCAN_CHUNK="16", OSDN_DSCAN_PREP_WARPS="2",
+                       OSDN_DSCAN_FWD_WARPS="2", OSDN_DSCAN_BWD_WARPS="2"),
 }
 KEYS = sorted({k for c in CONFIGS.values() for k in c})
 rows = []
@@ -42,6 +45,8 @@ for (B, T, H, D) in SHAPES:
         def fb():
             chunk_osdn(q, k, v, beta, eta=0.5)[0].backward(do)
 
+        for x in (q, k, v, beta):
+            x.grad = None  # gradients accumulate: each config starts from none
         fb()
         grads = [x.grad.float().clone() for x in (q, k, v, beta)]
         if ref is None:
