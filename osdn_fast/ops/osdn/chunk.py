@@ -100,7 +100,10 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
     dT = torch.empty(N, H, K, device=dev, dtype=f32) if output_final_state else None
     Md = None
-    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 64))  # chunk length of the d-scan (C1)
+    # chunk length and warps of the d-scan (C1), from a GPU A/B (reports/ab-dscan-NVIDIA-H200.log): 32 tokens
+    # and 4 warps for K > 64, 16 and 2 for K <= 64 (its serial kernels keep [DC, K] float32 tiles live)
+    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if K <= 64 else 32))
+    DW = _ENV("OSDN_DSCAN_WARPS", 2 if K <= 64 else 4)
     if DC not in (16, 32, 64, 128):
         raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
     if _dscan_mode() == "token":
@@ -114,12 +117,12 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         Md = torch.empty(1, T, H, DC, device=dev, dtype=f32)
         dscan_chunk_prep_kernel[(idx_d.shape[0], H)](
             k, beta, alpha, P["eta"], cu, idx_d, Md, H=H, K=K, BT=DC, BKC=min(BK, 64), HAS_ALPHA=alpha is not None,
-            PREC=PREC, num_warps=_ENV("OSDN_DSCAN_PREP_WARPS", 4), num_stages=1,
+            PREC=PREC, num_warps=_ENV("OSDN_DSCAN_PREP_WARPS", DW), num_stages=1,
         )
         dscan_chunk_fwd_kernel[(N, H)](
             k, beta, alpha, P["eta"], P["d_prior"], d0, Md, w, dprev, dT, cu, float(d_min), float(d_max),
             H=H, K=K, BK=BK, BT=DC, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
-            STORE_DT=output_final_state, PREC=PREC, num_warps=_ENV("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+            STORE_DT=output_final_state, PREC=PREC, num_warps=_ENV("OSDN_DSCAN_FWD_WARPS", DW), num_stages=1,
         )
     # C3: UT transform per chunk
     M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC)
@@ -137,7 +140,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=Md, M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
-                   d_max=float(d_max), BT=BT, DC=DC, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx)
+                   d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx)
     return o, hT, dT, aux
 
 
@@ -212,7 +215,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
             k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], aux["Md"], dw, ddT, aux["cu"], aux["d_min"],
             aux["d_max"], dk, db, dalpha, deta, ddp, dd0,
             H=H, K=K, BK=BK, BT=aux["DC"], HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, PREC=aux["PREC"],
-            num_warps=_ENV("OSDN_DSCAN_BWD_WARPS", 4), num_stages=1,
+            num_warps=_ENV("OSDN_DSCAN_BWD_WARPS", aux["DW"]), num_stages=1,
         )
     d_dp = ddp.sum(0)
     if d0 is None:
@@ -234,7 +237,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
                                   aux["dprev"], aux["Md"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"], aux["idx"])
-            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "BK", "BV", "DT", "PREC", "N")}
+            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N")}
         return o, hT, dT
 
     @staticmethod
