@@ -1,15 +1,15 @@
 """The preconditioner scan in chunk form (spec C1, C2; D4, E1, E2, E7, E8) and its reverse-mode derivative.
 
-Drop-in replacements for :func:`dscan.dscan_fwd_kernel` / :func:`dscan.dscan_bwd_kernel`: same inputs and
+Drop-in replacements for ``dscan.dscan_fwd_kernel`` / ``dscan.dscan_bwd_kernel``: same inputs and
 outputs, but the sequential dependence runs over chunks of C tokens instead of over tokens.
 
 Math (per sequence and head; u_t = β_t k_t², û_t = u_t / ‖k_t‖² (0 where k_t = 0), a_t = ρ_t(d°) = 1 − ⟨u_t, d°⟩,
-δ = d − d°). By D4, E1 + E8 read
+δ = d − d°). By D4, E1 + E8 read::
 
     δ̄_{t-1} = α_t δ_{t-1},   w_t = η ρ_t(d̄_{t-1}) = η (a_t − ⟨u_t, δ̄_{t-1}⟩),   δ_t = δ̄_{t-1} + w_t û_t,
 
 a gated delta rule with one value column. In a chunk of n ≤ C tokens (local i = 1..n, δ⁰ entering) with gate
-ratios R(i, j) = Π_{j<l≤i} α_l and Γ_i = R(i, 0):
+ratios R(i, j) = Π_{j<l≤i} α_l and Γ_i = R(i, 0)::
 
     (C1)  (I + L) w = η (a − Γ ⊙ (U δ⁰)),   L_ij = η R(i, j) ⟨u_i, û_j⟩  (j < i)
           δ_{i-1} = Γ_{i-1} δ⁰ + Σ_{j<i} R(i-1, j) w_j û_j          (stored as dprev = d° + δ_{i-1})
@@ -17,12 +17,12 @@ ratios R(i, j) = Π_{j<l≤i} α_l and Γ_i = R(i, 0):
     (C2)  K̃_i = clip(d̄_{i-1}, d_min, d_max) ⊙ k_i
 
 M_d = (I + L)^{-1} depends on k, β, α, η only (not on δ⁰), so it is built for all chunks in parallel
-(:func:`dscan_chunk_prep_kernel`); the serial programs then do per chunk a matrix-vector product with M_d and
+(``dscan_chunk_prep_kernel``); the serial programs then do per chunk a matrix-vector product with M_d and
 one [C, C]·[C, K] product.
 
 Backward. With z_t = ∂L/∂d_t (z_T = ∂L/∂d_T or 0), direct_t = [d_min < d̄_{t-1} < d_max] ⊙ ∂L/∂K̃_t ⊙ k_t and
 s_t = ⟨û_t, z_t⟩, the token-serial adjoint is G_t := ∂L/∂d̄_{t-1} = direct_t + z_t − η s_t u_t and
-z_{t-1} = α_t G_t. With E_l = direct_l − η s_l u_l, inside a chunk from z_n:
+z_{t-1} = α_t G_t. With E_l = direct_l − η s_l u_l, inside a chunk from z_n::
 
     G_i = Σ_{l≥i} R(l, i) E_l + R(n, i) z_n,    z_i = G_i − E_i,    z entering = α_1 G_1,
     (I + Lᵀ) s = b,   b_i = R(n, i) ⟨û_i, z_n⟩ + Σ_{l>i} R(l, i) ⟨û_i, direct_l⟩,
@@ -225,7 +225,7 @@ def dscan_chunk_fwd_kernel(
 ):
     """Forward scan in chunk form (C1, C2); grid (N, H), one program per (sequence, head), serial over chunks.
 
-    Inputs as :func:`dscan.dscan_fwd_kernel` plus Md [T, H, BT] from :func:`dscan_chunk_prep_kernel`.
+    Inputs as ``dscan.dscan_fwd_kernel`` plus Md [T, H, BT] from ``dscan_chunk_prep_kernel``.
     Writes w = K̃ [T, H, K] (fp32, E3/C2 write keys), dprev = d_{t-1} [T, H, K] (fp32, the learner's iterate
     before APF, E1) and dT = d_T [N, H, K].
     """
@@ -269,7 +269,7 @@ def dscan_chunk_bwd_kernel(
 ):
     """Reverse-mode scan in chunk form (transposed C1); grid (N, H), chunks in reverse.
 
-    Inputs and outputs as :func:`dscan.dscan_bwd_kernel` plus Md [T, H, BT]: adds to dk [T, H, K] and
+    Inputs and outputs as ``dscan.dscan_bwd_kernel`` plus Md [T, H, BT]: adds to dk [T, H, K] and
     dbeta [T, H], writes dalpha [T, H], per-(sequence, head) deta [N, H] and ddp [N, H, K] (d° through E1), and
     dd0 [N, H, K] (dL/dd_0). The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
     """

@@ -1,26 +1,29 @@
 """The state part of the chunkwise form (spec C3) and its reverse-mode derivative.
 
-Forward (:func:`state_fwd_kernel`): one program per (value block, sequence, head) walks the chunks of its
+Forward (``state_fwd_kernel``): one program per (value block, sequence, head) walks the chunks of its
 sequence in order and keeps its [K, BV] slice of h = Sᵀ in float32 registers, storing each chunk-start state
 (hbuf). Value columns are independent given the write keys, so the V split needs no communication.
 
-Per chunk (n rows, λ within-chunk cumulative log-gate, e = e^λ, M = (I + A)^{-1} from :mod:`wy`):
+Per chunk (n rows, λ within-chunk cumulative log-gate, e = e^λ, M = (I + A)^{-1} from :mod:`wy`)::
+
     R = diag(β)(V − diag(e) K h⁰),  U = M R
     O = scale (diag(e) Q h⁰ + tril(e^{λ_i−λ_j} Q K̃ᵀ) U)
     h_end = e^{λ_n} h⁰ + (diag(e^{λ_n − λ}) K̃)ᵀ U
 
 Backward, split (the default in :mod:`chunk`): only the state adjoint dh is serial.
-:func:`state_bwd_dh_kernel` walks the chunks in reverse per (value block, sequence, head) with just the
-products on the dh path,
-    dR = Mᵀ (scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh),  dV = diag(β) dR,
-    dh ← e^{λ_n} dh + scale (diag(e) Q)ᵀ dO − (diag(βe) K)ᵀ dR,
-storing each chunk's dh (the adjoint of its end state) in dhbuf [NT, H, K, V] float32, as large as hbuf.
-:func:`state_bwd_grads_kernel` then runs one program per (chunk, head), all in parallel: from h (hbuf) and
-dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, dg, summing over the value
-blocks inside the program (no atomics). Both share the per-chunk prologue :func:`_bwd_chunk_tiles`, the
-intra-chunk matrix :func:`_intra_qk` and the dR step :func:`_dr_of_chunk`.
+``state_bwd_dh_kernel`` walks the chunks in reverse per (value block, sequence, head) with just the
+products on the dh path::
 
-Backward, fused (:func:`state_bwd_kernel`, ``OSDN_STATE_BWD=fused``): one serial walk that also computes
+    dR = Mᵀ (scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh),  dV = diag(β) dR,
+    dh ← e^{λ_n} dh + scale (diag(e) Q)ᵀ dO − (diag(βe) K)ᵀ dR
+
+storing each chunk's dh (the adjoint of its end state) in dhbuf [NT, H, K, V] float32, as large as hbuf.
+``state_bwd_grads_kernel`` then runs one program per (chunk, head), all in parallel: from h (hbuf) and
+dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, dg, summing over the value
+blocks inside the program (no atomics). Both share the per-chunk prologue ``_bwd_chunk_tiles``, the
+intra-chunk matrix ``_intra_qk`` and the dR step ``_dr_of_chunk``.
+
+Backward, fused (``state_bwd_kernel``, ``OSDN_STATE_BWD=fused``): one serial walk that also computes
 every intra-chunk gradient, the value blocks adding their parts of the sums over V with float32 atomics.
 """
 
@@ -344,7 +347,7 @@ def state_bwd_dh_kernel(
         diag(β) dR.
     dhbuf : [NT, H, K, V] float32
         Per global chunk, the dh used inside it (the adjoint of the chunk-END state), read by
-        :func:`state_bwd_grads_kernel`.
+        ``state_bwd_grads_kernel``.
     dh0 : [N, H, K, V] float32
         Adjoint of the initial state.
     """
@@ -400,11 +403,11 @@ def state_bwd_grads_kernel(
     """Chunk-parallel part of the reverse pass of C3: the gradients of q, k, K̃, β and g of one chunk.
 
     One program per (global chunk, head), from the chunk-start state h (hbuf, forward) and the chunk-end
-    adjoint dh (dhbuf, :func:`state_bwd_dh_kernel`). The value blocks are walked inside the program, so the
+    adjoint dh (dhbuf, ``state_bwd_dh_kernel``). The value blocks are walked inside the program, so the
     sums over values need no atomics: per block, U = M diag(β)(V − diag(e^λ) K h) and dR (as in the dh walk)
     are recomputed and the value contractions dS = scale dO Uᵀ, dA = −dR Uᵀ, dO hᵀ, dR hᵀ, U dhᵀ,
     Σ_v dR ⊙ (V − e^λ K h), Σ_v dR ⊙ K h and Σ h ⊙ dh are accumulated in float32; the [BT, BK] products with
-    Q, K, K̃ follow once per chunk. The formulas are those of :func:`state_bwd_kernel`, summed over V
+    Q, K, K̃ follow once per chunk. The formulas are those of ``state_bwd_kernel``, summed over V
     before instead of after the last products; Σ_v dO ⊙ (Q h) is taken as Σ_k Q ⊙ (dO hᵀ).
 
     Writes (stores, every row of the chunk)

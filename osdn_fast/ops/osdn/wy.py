@@ -3,12 +3,12 @@
 A_ij = β_i e^{λ_i − λ_j} ⟨k_i, k̃_j⟩ for j < i (spec C3), read keys k and write keys K̃ from the d-scan
 (C2). A is strictly lower triangular, so (I + A)^{-1} is unit lower triangular and exact by substitution.
 
-:func:`wy_inverse_blocked_kernel` (chunks of 16, 32 or 64 rows) works on 16×16 tiles, as a blocked
+``wy_inverse_blocked_kernel`` (chunks of 16, 32 or 64 rows) works on 16×16 tiles, as a blocked
 forward substitution: the lower blocks A_ab (b ≤ a) come from 16-row tiles of k and K̃; each diagonal
 block I + A_aa is inverted by 15 row steps (all diagonal blocks in the same steps), and the blocks below
 the diagonal follow by block forward substitution, M_ab = −M_aa Σ_{b≤c<a} A_ac M_cb, as 16×16 products.
-The solve itself, :func:`_solve_unit_lower_16`, takes any strictly lower blocks, for reuse by other
-kernels. :func:`wy_inverse_kernel` (row by row over the whole chunk) serves chunks of 128 rows.
+The solve itself, ``_solve_unit_lower_16``, takes any strictly lower blocks, for reuse by other
+kernels. ``wy_inverse_kernel`` (row by row over the whole chunk) serves chunks of 128 rows.
 Gate ratios are taken as exp(λ_i − λ_j) of within-chunk log-gate sums, never as quotients, and the
 exponent is zeroed where j > i before exp.
 """
@@ -41,7 +41,7 @@ def wy_inverse_kernel(
 ):
     """M [T, H, BT]: row t holds row (t − chunk start) of (I + A)^{-1} of its chunk (C3), row by row.
 
-    Used for chunks of 128 rows; :func:`wy_inverse_blocked_kernel` is the one for BT ≤ 64.
+    Used for chunks of 128 rows; ``wy_inverse_blocked_kernel`` is the one for BT ≤ 64.
     """
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
@@ -200,7 +200,7 @@ def wy_inverse_blocked_kernel(
 
     One program per (chunk, head). The products ⟨k_i, k̃_j⟩ of tile pairs (b ≤ a) accumulate over
     BKC-column pieces of K (operands DT, precision PREC); gates and β make them the blocks A_ab, and
-    :func:`_solve_unit_lower_16` inverts. A short last chunk is zero-padded (β = 0, k = k̃ = 0), so A is
+    ``_solve_unit_lower_16`` inverts. A short last chunk is zero-padded (β = 0, k = k̃ = 0), so A is
     padded with zeros and M with the identity; rows past the chunk's end are not stored.
     """
     NB: tl.constexpr = BT // 16
