@@ -42,6 +42,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .wy import _unit_lower_inverse
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # shared helpers
@@ -148,19 +150,6 @@ def _gate_ratios(alpha, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, HAS_ALPH
         Rx = tl.where(strict, 1.0, 0.0)
         gamx = tl.full([BT], 1.0, dtype=tl.float32)
     return a, R, gam, Rx, gamx
-
-
-@triton.jit
-def _unit_lower_inverse(L, BT: tl.constexpr):
-    """(I + L)^{-1} of a strictly lower triangular [BT, BT] L, by forward substitution row by row
-    (M_i = e_i − Σ_{j<i} L_ij M_j), exact up to rounding. Kept alone so a blocked solver can replace it."""
-    o_t = tl.arange(0, BT)
-    Mi = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
-    for i in range(1, BT):
-        l_row = tl.sum(tl.where(o_t[:, None] == i, L, 0.0), axis=0)  # [BT] over j
-        new = tl.sum(l_row[:, None] * Mi, axis=0)
-        Mi = tl.where(o_t[:, None] == i, Mi - new[None, :], Mi)
-    return Mi
 
 
 @triton.jit

@@ -34,6 +34,20 @@ def _gate_cumsum(g, beta, cu_bos, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr
 
 
 @triton.jit
+def _unit_lower_inverse(L, BT: tl.constexpr):
+    """(I + L)^{-1} of a strictly lower triangular [BT, BT] L, by forward substitution row by row
+    (M_i = e_i − Σ_{j<i} L_ij M_j), exact up to rounding. Shared by ``wy_inverse_kernel`` (C3) and the
+    d-scan's prep kernel (C1)."""
+    o_t = tl.arange(0, BT)
+    Mi = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
+    for i in range(1, BT):
+        l_row = tl.sum(tl.where(o_t[:, None] == i, L, 0.0), axis=0)  # [BT] over j
+        new = tl.sum(l_row[:, None] * Mi, axis=0)
+        Mi = tl.where(o_t[:, None] == i, Mi - new[None, :], Mi)
+    return Mi
+
+
+@triton.jit
 def wy_inverse_kernel(
     k, w, beta, g, cu, chunk_idx, M,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BKC: tl.constexpr,
@@ -62,12 +76,7 @@ def wy_inverse_kernel(
         kw += tl.dot(kk.to(DT), tl.trans(ww.to(DT)), input_precision=PREC)
     strict = o_t[:, None] > o_t[None, :]
     A = tl.where(strict, b[:, None] * kw * tl.exp(tl.where(strict, lam[:, None] - lam[None, :], 0.0)), 0.0)
-    # forward substitution: M_i = e_i − Σ_{j<i} A_ij M_j
-    Mi = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
-    for i in range(1, BT):
-        a_row = tl.sum(tl.where(o_t[:, None] == i, A, 0.0), axis=0)  # [BT] over j
-        new = tl.sum(a_row[:, None] * Mi, axis=0)
-        Mi = tl.where(o_t[:, None] == i, Mi - new[None, :], Mi)
+    Mi = _unit_lower_inverse(A, BT)
     tl.store(M + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], Mi, mask=m_t[:, None])
 
 
