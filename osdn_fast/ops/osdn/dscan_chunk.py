@@ -42,7 +42,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .wy import _unit_lower_inverse
+from .wy import _chunk_rows, _unit_lower_inverse
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,12 +177,7 @@ def dscan_chunk_prep_kernel(
     """
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
-    i_n = tl.load(chunk_idx + i_c * 2)
-    c = tl.load(chunk_idx + i_c * 2 + 1)
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
-    t0 = bos + c * BT
-    t1 = tl.minimum(t0 + BT, eos)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
     et = tl.load(eta + i_h).to(tl.float32)
     o_t = tl.arange(0, BT)
     m_t = (t0 + o_t) < t1

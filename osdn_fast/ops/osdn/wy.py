@@ -20,6 +20,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _chunk_rows(cu, chunk_idx, i_c, BT: tl.constexpr):
+    """Global chunk i_c of the packed sequences (spec §4): its sequence n, the sequence start, and the rows
+    [t0, t1) it covers (the last chunk of a sequence may be short). ``chunk_idx`` [NT, 2] holds (n, c)."""
+    i_n = tl.load(chunk_idx + i_c * 2)
+    c = tl.load(chunk_idx + i_c * 2 + 1)
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    t0 = bos + c * BT
+    return i_n, bos, t0, tl.minimum(t0 + BT, eos)
+
+
+@triton.jit
 def _gate_cumsum(g, beta, cu_bos, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
     """λ (within-chunk cumulative log-gate, C3) and β for rows t0..t1-1 of a chunk, zero-padded."""
     o_t = tl.arange(0, BT)
@@ -59,12 +71,7 @@ def wy_inverse_kernel(
     """
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
-    i_n = tl.load(chunk_idx + i_c * 2)
-    c = tl.load(chunk_idx + i_c * 2 + 1)
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
-    t0 = bos + c * BT
-    t1 = tl.minimum(t0 + BT, eos)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
     b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     o_t = tl.arange(0, BT)
     kw = tl.zeros([BT, BT], dtype=tl.float32)
@@ -215,12 +222,7 @@ def wy_inverse_blocked_kernel(
     NB: tl.constexpr = BT // 16
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
-    i_n = tl.load(chunk_idx + i_c * 2)
-    c = tl.load(chunk_idx + i_c * 2 + 1)
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
-    t0 = bos + c * BT
-    t1 = tl.minimum(t0 + BT, eos)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
     # ⟨k_i, k̃_j⟩ for the lower tile pairs (a, b), b ≤ a
     z = tl.zeros([16, 16], dtype=tl.float32)
     P00, P10, P11, P20, P21, P22, P30, P31, P32, P33 = z, z, z, z, z, z, z, z, z, z
