@@ -10,10 +10,14 @@ dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[sys.
 D = int(sys.argv[2]); which = sys.argv[3]
 B, T, H = 1, 256, 2
 # wrap kernels to sync after each launch
-for name in ("dscan_fwd_kernel", "dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "wy_inverse_kernel",
-             "wy_inverse_blocked_kernel", "state_fwd_kernel", "state_bwd_kernel", "state_bwd_dh_kernel",
-             "state_bwd_grads_kernel", "dscan_bwd_kernel", "dscan_chunk_bwd_kernel"):
-    kern = getattr(C, name)
+import osdn_fast.ops.osdn.dscan_chunk as DC
+for mod, name in [(C, n) for n in ("dscan_fwd_kernel", "wy_inverse_kernel", "wy_inverse_blocked_kernel",
+                                   "state_fwd_kernel", "state_bwd_kernel", "state_bwd_dh_kernel",
+                                   "state_bwd_grads_kernel", "dscan_bwd_kernel")] + \
+        [(DC, n) for n in ("dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "dscan_chunk_out_kernel",
+                           "dscan_chunk_bwd_pre_kernel", "dscan_chunk_bwd_walk_kernel", "dscan_chunk_bwd_kernel",
+                           "dscan_chunk_sum_kernel")]:
+    kern = getattr(mod, name)
     class W:
         def __init__(s, k, n): s.k, s.n = k, n
         def __getitem__(s, grid):
@@ -21,7 +25,7 @@ for name in ("dscan_fwd_kernel", "dscan_chunk_prep_kernel", "dscan_chunk_fwd_ker
             def run(*a, **kw):
                 r = f(*a, **kw); torch.cuda.synchronize(); print("  ok", s.n, flush=True); return r
             return run
-    setattr(C, name, W(kern, name))
+    setattr(mod, name, W(kern, name))
 from osdn_fast import chunk_osdn, fused_recurrent_osdn
 g = torch.Generator(device="cuda").manual_seed(0)
 q = torch.randn(B, T, H, D, device="cuda", generator=g).to(dt).requires_grad_()

@@ -149,6 +149,9 @@ def _render(meta: Dict, cases: List[Dict], dec: Optional[Dict], brk: List[Dict],
              "inputs. Ratio = OSDN / fla (targets: fwd+bwd ≤ 1.25, peak ≤ 1.2, decoding ≤ 1.5).", ""]
     if meta.get("kernels"):
         kn = meta["kernels"]
+        scan_c = kn.get("dscan_chunk")
+        if scan_c and kn["dscan"] == "chunk":
+            lines += ["d-scan chunk per K: " + ", ".join(f"K={K}: {c}" for K, c in scan_c.items()) + "; state chunk 64.", ""]
         lines += [f"OSDN kernels: d-scan `{kn['dscan']}`, state backward `{kn['state_bwd']}`, UT inverse `{kn['wy']}` "
                   "(env OSDN_DSCAN=token, OSDN_STATE_BWD=fused, OSDN_WY=rows select the earlier kernels).", ""]
     if meta.get("note"):
@@ -212,6 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta["kernels"] = dict(dscan=os.environ.get("OSDN_DSCAN", "chunk"),
                            state_bwd=os.environ.get("OSDN_STATE_BWD", "split"),
                            wy=os.environ.get("OSDN_WY", "blocked"))
+    from osdn_fast.ops.osdn.chunk import dscan_chunking
+    meta["kernels"]["dscan_chunk"] = {K: dscan_chunking(K)[0] for K in sorted({s[3] for s in SHAPES})}
     try:
         import fla
         meta["fla"] = getattr(fla, "__version__", "?")

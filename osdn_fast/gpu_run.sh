@@ -1,6 +1,8 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold. Logs go to $OUT/gpu-run.log.
+# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | ncu. Logs go to $OUT/gpu-run.log.
+# ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
+# only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PYTHONDONTWRITEBYTECODE=1
@@ -39,6 +41,22 @@ for st in "$@"; do
       say "pytest: kernel-level comparisons on the GPU (split state backward, chunk d-scan named cases)"
       timeout ${T_KT:-200} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_state_bwd.py \
         tests/test_fast_dscan_chunk.py -k "state_bwd or named or unstable" 2>&1 | tee -a "$LOG" ;;
+    abdscan)
+      say "d-scan A/B: token-serial vs chunk form at scan chunk 64/32/16 and 4/8 warps (osdn_fast/_ab_dscan.py)"
+      timeout ${T_AB:-300} python3 osdn_fast/_ab_dscan.py 2>&1 | tee -a "$LOG" ;;
+    ncu)
+      say "ncu: profile of one chunk_osdn forward+backward, Triton kernels only (osdn_fast/profile_ncu.py)"
+      rm -f "$OUT/ncu.csv" "$OUT/ncu.md"
+      NCU=$(command -v ncu) || { NCU=$(ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | sort -V | tail -1)
+        echo "ncu is not on PATH; using ${NCU:-nothing (none under /opt/nvidia/nsight-compute)}" | tee -a "$LOG"; }
+      NCU_CMD=("$NCU" --profile-from-start off --clock-control none --target-processes all --kernel-name "regex:(state|dscan|wy)_"
+        --metrics "$(python3 -c 'import osdn_fast.profile_ncu as p; print(",".join(p.METRICS))')"
+        --print-units base --csv --page raw --log-file "$OUT/ncu.csv" python3 -m osdn_fast.profile_ncu run ${NCU_ARGS})
+      [ -n "$NCU" ] && timeout ${T_NCU:-240} "${NCU_CMD[@]}" 2>&1 | tee -a "$LOG"
+      [ -n "$NCU" ] && python3 -m osdn_fast.profile_ncu summarize "$OUT/ncu.csv" --command "${NCU_CMD[*]}" \
+        --ncu-version "$("$NCU" --version | tail -1)" --out "$OUT/ncu.md" \
+        --device "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')" 2>&1 | tee -a "$LOG"
+      [ -f "$OUT/ncu.md" ] && tee -a "$LOG" < "$OUT/ncu.md" ;;
   esac
 done
 say done

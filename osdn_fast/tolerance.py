@@ -205,6 +205,15 @@ def _device_name(device: str) -> str:
     return "cpu-interpreter"
 
 
+def _dscan_desc(shapes) -> str:
+    """Which preconditioner scan the report measured: token-serial, or the chunk form with its scan chunk."""
+    import os
+    from osdn_fast.ops.osdn.chunk import dscan_chunking
+    if os.environ.get("OSDN_DSCAN", "chunk") == "token":
+        return "token-serial"
+    return f"chunk form, scan chunk {dscan_chunking(shapes['K'])[0]}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """``osdn tolerance [--out DIR] [--seeds ...] [--T N] [--grad-T N]``: write reports/tolerance-<device>.{md,json}
     (spec §7: T1 measured, C1–C3 and E1–E8 kernels against the float64 oracle).
@@ -259,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not s["within"]:
             failures.append(s)
     meta = dict(device=name, backend=backend, oracle=oracle, shapes=shapes, grad_T=args.grad_T or shapes["T"],
-                seeds=args.seeds, configs=list(args.configs), dtypes=list(args.dtypes), chunk_size=64, torch=torch.__version__,
+                seeds=args.seeds, configs=list(args.configs), dtypes=list(args.dtypes), chunk_size=64, dscan=_dscan_desc(shapes), torch=torch.__version__,
                 triton=__import__("triton").__version__, python=platform.python_version(),
                 seconds=round(time.time() - t0, 1), partial=partial,
                 metric_note="scaled = max_abs / max(ref_max, floor) (floor 0.1; 1.0 for dq, dk under the L2 norm), the tested measure; bound from TOLERANCES")
@@ -269,7 +278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [f"# Tolerance report: {name}", "",
              f"Fast path vs float64 oracle ({oracle}); backend {backend}; shapes {shapes}; gradient T "
              f"{meta['grad_T']}; seeds {args.seeds}; dtypes {args.dtypes}; configs {args.configs} of full (g, α with resets, η per head, d°, clip, "
-             f"h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64; torch {meta['torch']}, triton {meta['triton']}; "
+             f"h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64 (d-scan: {meta.get('dscan', '?')}); torch {meta['torch']}, triton {meta['triton']}; "
              f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
              "measured." if partial else ""), "",
              "max_abs = max|x − ref|; rel_max = max_abs / max|ref|; rel_rms = ‖x − ref‖ / ‖ref‖; "

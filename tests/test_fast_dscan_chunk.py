@@ -1,7 +1,8 @@
 """The chunk-form preconditioner scan (spec C1, C2; D4, E1, E2, E8) equals the token-serial scan.
 
-``dscan_chunk`` (prep + forward + backward kernels) is a drop-in replacement for ``dscan``'s
-``dscan_fwd_kernel`` / ``dscan_bwd_kernel``: on the same float32 inputs every output — write keys
+``dscan_chunk`` (its forward and backward drivers: chunk-parallel kernels around two light serial carries) is a
+drop-in replacement for ``dscan``'s ``dscan_fwd_kernel`` / ``dscan_bwd_kernel``: on the same float32 inputs
+every output — write keys
 K̃ = w, the iterates dprev = d_{t-1}, d_T, and in reverse the additions to dk and dβ, dα, dη, dd° and
 dd_0 — must agree to float32 rounding, for every chunk size, with packed sequences, hard resets
 (α = 0), no α, an active or inactive clip, η = 0, zero keys, with or without d_0 and ∂L/∂d_T.
@@ -19,8 +20,7 @@ from hypothesis import strategies as st
 from osdn_fast import chunk_osdn
 from osdn_fast.ops.osdn import chunk as chunk_mod
 from osdn_fast.ops.osdn.dscan import dscan_bwd_kernel, dscan_fwd_kernel
-from osdn_fast.ops.osdn.dscan_chunk import dscan_chunk_bwd_kernel, dscan_chunk_fwd_kernel, dscan_chunk_prep_kernel
-from osdn_fast.ops.osdn.utils import chunk_indices
+from osdn_fast.ops.osdn.dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F32 = torch.float32
@@ -83,32 +83,26 @@ def run_scan(P, C=None):
     BK = max(16, triton.next_power_of_2(K))
     lo, hi = float(P["d_min"]), float(P["d_max"])
     ha, hd0 = alpha is not None, d0 is not None
-    w = torch.empty(1, T, H, K, device=DEVICE, dtype=F32)
-    dprev = torch.empty(1, T, H, K, device=DEVICE, dtype=F32)
-    dT = torch.empty(N, H, K, device=DEVICE, dtype=F32)
-    if C is None:
-        dscan_fwd_kernel[(N, H)](k, beta, alpha, eta, dp, d0, w, dprev, dT, cu, lo, hi, H=H, K=K, BK=BK,
-                                 HAS_ALPHA=ha, HAS_D0=hd0, STORE_DPREV=True, STORE_DT=True, num_warps=1)
-    else:
-        idx = torch.tensor(chunk_indices(cu_h, C)[0], device=DEVICE)
-        Md = torch.empty(1, T, H, C, device=DEVICE, dtype=F32)
-        dscan_chunk_prep_kernel[(idx.shape[0], H)](k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C,
-                                                   BKC=min(BK, 64), HAS_ALPHA=ha, PREC="ieee")
-        dscan_chunk_fwd_kernel[(N, H)](k, beta, alpha, eta, dp, d0, Md, w, dprev, dT, cu, lo, hi, H=H, K=K, BK=BK,
-                                       BT=C, HAS_ALPHA=ha, HAS_D0=hd0, STORE_DPREV=True, STORE_DT=True,
-                                       PREC="ieee")
     dw, ddT, dk, dbeta = (_t(P[n]) for n in ("dw", "ddT", "dk", "dbeta"))
     dalpha = torch.zeros(1, T, H, device=DEVICE, dtype=F32)
-    deta = torch.full((N, H), float("nan"), device=DEVICE, dtype=F32)
-    ddp = torch.full((N, H, K), float("nan"), device=DEVICE, dtype=F32)
-    dd0 = torch.full((N, H, K), float("nan"), device=DEVICE, dtype=F32)
     if C is None:
+        w = torch.empty(1, T, H, K, device=DEVICE, dtype=F32)
+        dprev = torch.empty(1, T, H, K, device=DEVICE, dtype=F32)
+        dT = torch.empty(N, H, K, device=DEVICE, dtype=F32)
+        dscan_fwd_kernel[(N, H)](k, beta, alpha, eta, dp, d0, w, dprev, dT, cu, lo, hi, H=H, K=K, BK=BK,
+                                 HAS_ALPHA=ha, HAS_D0=hd0, STORE_DPREV=True, STORE_DT=True, num_warps=1)
+        deta = torch.full((N, H), float("nan"), device=DEVICE, dtype=F32)
+        ddp = torch.full((N, H, K), float("nan"), device=DEVICE, dtype=F32)
+        dd0 = torch.full((N, H, K), float("nan"), device=DEVICE, dtype=F32)
         dscan_bwd_kernel[(N, H)](k, beta, alpha, eta, dp, dprev, dw, ddT, cu, lo, hi, dk, dbeta, dalpha, deta, ddp,
                                  dd0, H=H, K=K, BK=BK, HAS_ALPHA=ha, HAS_DDT=ddT is not None, num_warps=1)
     else:
-        dscan_chunk_bwd_kernel[(N, H)](k, beta, alpha, eta, dp, dprev, Md, dw, ddT, cu, lo, hi, dk, dbeta, dalpha,
-                                       deta, ddp, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-                                       HAS_DDT=ddT is not None, PREC="ieee")
+        w, saved, dT, dprev = dscan_chunk_forward(k, beta, alpha, eta, dp, d0, cu, cu_h, lo, hi, C, 4, "ieee",
+                                                  store_dT=True, store_dprev=True)
+        da, deta, ddp, dd0 = dscan_chunk_backward(k, beta, alpha, eta, dp, saved, dw, ddT, cu, N, lo, hi, C, 4,
+                                                  "ieee", dk, dbeta)
+        if da is not None:
+            dalpha = da
     out = dict(w=w, dprev=dprev, dT=dT, dk=dk, dbeta=dbeta, dalpha=dalpha, deta=deta, ddp=ddp, dd0=dd0)
     return {n: x.cpu().numpy().astype(np.float64) for n, x in out.items()}
 

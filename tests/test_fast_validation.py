@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import osdn_fast.ops.osdn.chunk as chunk_mod
+import osdn_fast.ops.osdn.dscan_chunk as dscan_chunk_mod
 import osdn_fast.ops.osdn.fused_recurrent as rec_mod
 from osdn_fast import chunk_osdn, fused_recurrent_osdn
 from osdn_fast.compare import to_torch
@@ -13,9 +14,11 @@ from osdn_fast.tolerance import realistic_problem
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ENTRIES = [chunk_osdn, fused_recurrent_osdn]
-KERNELS = {chunk_mod: ("dscan_fwd_kernel", "dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "wy_inverse_kernel",
-                       "wy_inverse_blocked_kernel", "state_fwd_kernel", "state_bwd_kernel", "state_bwd_dh_kernel",
-                       "state_bwd_grads_kernel", "dscan_bwd_kernel", "dscan_chunk_bwd_kernel"),
+KERNELS = {chunk_mod: ("dscan_fwd_kernel", "wy_inverse_kernel", "wy_inverse_blocked_kernel", "state_fwd_kernel",
+                       "state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel", "dscan_bwd_kernel"),
+           dscan_chunk_mod: ("dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "dscan_chunk_out_kernel",
+                             "dscan_chunk_bwd_pre_kernel", "dscan_chunk_bwd_walk_kernel", "dscan_chunk_bwd_kernel",
+                             "dscan_chunk_sum_kernel"),
            rec_mod: ("fused_recurrent_fwd_kernel",)}
 
 

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
-from .dscan_chunk import dscan_chunk_bwd_kernel, dscan_chunk_fwd_kernel, dscan_chunk_prep_kernel
+from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
 from .state import state_bwd_dh_kernel, state_bwd_grads_kernel, state_bwd_kernel, state_fwd_kernel
 from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
@@ -43,9 +43,29 @@ def _dscan_mode() -> str:
     return mode
 
 
+def dscan_chunking(K: int, BT: int = 64):
+    """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K and state chunk BT.
+
+    The warps are those of the chunk-parallel kernels (the two serial carries use 4, env OSDN_DSCAN_FWD_WARPS).
+    32 tokens and 8 warps for K > 64 (an offline sm_90 compile at K = 128: no register spills at 32 / 8 warps,
+    spills at 64 or at 4 warps); 16 and 2 for K <= 64 (the earlier GPU A/B, reports/ab-dscan-NVIDIA-H200.log).
+    Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
+    """
+    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if K <= 64 else 32))
+    DW = _ENV("OSDN_DSCAN_WARPS", 2 if K <= 64 else 8)
+    if DC not in (16, 32, 64, 128):
+        raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
+    return DC, DW
+
+
 def _bv(BK: int, V: int) -> int:
     cap = 64 if BK <= 64 else (32 if BK <= 128 else 16)
     return min(max(16, triton.next_power_of_2(V)), _ENV("OSDN_BV", cap))
+
+
+def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Storage dtype of the per-chunk states hbuf and adjoints dhbuf: the input's for 16-bit inputs, else fp32."""
+    return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
 
 
 def _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host):
@@ -96,39 +116,31 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     dev = q.device
     f32 = torch.float32
     # C1/C2: d-scan and write keys
-    w = torch.empty(1, T, H, K, device=dev, dtype=f32)
-    dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
-    dT = torch.empty(N, H, K, device=dev, dtype=f32) if output_final_state else None
-    Md = None
-    # chunk length and warps of the d-scan (C1), from a GPU A/B (reports/ab-dscan-NVIDIA-H200.log): 32 tokens
-    # and 4 warps for K > 64, 16 and 2 for K <= 64 (its serial kernels keep [DC, K] float32 tiles live)
-    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if K <= 64 else 32))
-    DW = _ENV("OSDN_DSCAN_WARPS", 2 if K <= 64 else 4)
-    if DC not in (16, 32, 64, 128):
-        raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
+    dT = None
+    dsaved = dict(Md=None, Dc=None, idx=None, offs=None)
+    dprev = None
+    DC, DW = dscan_chunking(K, BT)
     if _dscan_mode() == "token":
+        w = torch.empty(1, T, H, K, device=dev, dtype=f32)
+        dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
+        dT = torch.empty(N, H, K, device=dev, dtype=f32) if output_final_state else None
         dscan_fwd_kernel[(N, H)](
             k, beta, alpha, P["eta"], P["d_prior"], d0, w, dprev, dT, cu, float(d_min), float(d_max),
             H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
             STORE_DT=output_final_state, num_warps=1,
         )
     else:
-        idx_d = idx if DC == BT else chunk_index_tensors(cu_host, DC, dev)[0]
-        Md = torch.empty(1, T, H, DC, device=dev, dtype=f32)
-        dscan_chunk_prep_kernel[(idx_d.shape[0], H)](
-            k, beta, alpha, P["eta"], cu, idx_d, Md, H=H, K=K, BT=DC, BKC=min(BK, 64), HAS_ALPHA=alpha is not None,
-            PREC=PREC, num_warps=_ENV("OSDN_DSCAN_PREP_WARPS", DW), num_stages=1,
-        )
-        dscan_chunk_fwd_kernel[(N, H)](
-            k, beta, alpha, P["eta"], P["d_prior"], d0, Md, w, dprev, dT, cu, float(d_min), float(d_max),
-            H=H, K=K, BK=BK, BT=DC, HAS_ALPHA=alpha is not None, HAS_D0=d0 is not None, STORE_DPREV=store,
-            STORE_DT=output_final_state, PREC=PREC, num_warps=_ENV("OSDN_DSCAN_FWD_WARPS", DW), num_stages=1,
-        )
+        # serial work is only the chunk-to-chunk carry; write keys and M_d are built for all chunks at once
+        w, dsaved, dT, _ = dscan_chunk_forward(
+            k, beta, alpha, P["eta"], P["d_prior"], d0, cu, cu_host, d_min, d_max, DC, DW, PREC,
+            store_dT=output_final_state)
     # C3: UT transform per chunk
     M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC)
     # C3: state walk
     o = torch.empty_like(v)
-    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=f32) if store else None
+    # chunk-start states for the backward, in the 16-bit input dtype for 16-bit inputs (the backward's dots round
+    # them to it anyway; half the memory of float32, as fla stores its h)
+    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store else None
     hT = torch.empty(N, H, K, V, device=dev, dtype=f32) if output_final_state else None
     state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
         q, k, v, w, beta, g, M, h0, o, hbuf, hT, cu, offs, float(scale),
@@ -139,7 +151,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     aux = None
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
-                   w=w, dprev=dprev, Md=Md, M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
+                   w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
+                   M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
                    d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx)
     return o, hT, dT, aux
 
@@ -161,9 +174,10 @@ def _chunk_bwd(aux, do, dhT, ddT):
     if ddT is not None:
         ddT = ddT.contiguous()
     DT, PREC, USE_G = aux["DT"], aux["PREC"], g is not None
-    dv = torch.empty(1, T, H, V, device=dev, dtype=f32)
+    split = os.environ.get("OSDN_STATE_BWD", "split") != "fused"
+    dv = torch.empty(1, T, H, V, device=dev, dtype=v.dtype if split else f32)  # written once, in its final dtype
     dh0 = torch.empty(N, H, K, V, device=dev, dtype=f32)
-    if os.environ.get("OSDN_STATE_BWD", "split") == "fused":
+    if not split:
         # one serial kernel for everything (A/B benchmarks): value blocks add their parts atomically
         alloc = torch.zeros if NV > 1 else torch.empty
         dq = alloc(1, T, H, K, device=dev, dtype=f32)
@@ -182,12 +196,12 @@ def _chunk_bwd(aux, do, dhT, ddT):
         # every row of dq … dg is stored by exactly one program, so no zero-fill and no atomics
         idx = aux["idx"]
         NT = idx.shape[0]
-        dq = torch.empty(1, T, H, K, device=dev, dtype=f32)
-        dk = torch.empty(1, T, H, K, device=dev, dtype=f32)
+        dq = torch.empty(1, T, H, K, device=dev, dtype=q.dtype)  # written once, in its final dtype
+        dk = torch.empty(1, T, H, K, device=dev, dtype=f32)  # the d-scan adds to it
         dw = torch.empty(1, T, H, K, device=dev, dtype=f32)
         db = torch.empty(1, T, H, device=dev, dtype=f32)
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
-        dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=f32)  # as large as hbuf
+        dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
         state_bwd_dh_kernel[(NV, N * H)](
             q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
@@ -200,23 +214,21 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
             )
-    dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
-    deta = torch.empty(N, H, device=dev, dtype=f32)
-    ddp = torch.empty(N, H, K, device=dev, dtype=f32)
-    dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
     if aux["Md"] is None:
+        dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
+        deta = torch.empty(N, H, device=dev, dtype=f32)
+        ddp = torch.empty(N, H, K, device=dev, dtype=f32)
+        dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
         dscan_bwd_kernel[(N, H)](
             k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], dw, ddT, aux["cu"], aux["d_min"], aux["d_max"],
             dk, db, dalpha, deta, ddp, dd0,
             H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
         )
     else:
-        dscan_chunk_bwd_kernel[(N, H)](
-            k, beta, alpha, aux["eta"], aux["d_prior"], aux["dprev"], aux["Md"], dw, ddT, aux["cu"], aux["d_min"],
-            aux["d_max"], dk, db, dalpha, deta, ddp, dd0,
-            H=H, K=K, BK=BK, BT=aux["DC"], HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, PREC=aux["PREC"],
-            num_warps=_ENV("OSDN_DSCAN_BWD_WARPS", aux["DW"]), num_stages=1,
-        )
+        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"])
+        dalpha, deta, ddp, dd0 = dscan_chunk_backward(
+            k, beta, alpha, aux["eta"], aux["d_prior"], saved, dw, ddT, aux["cu"], N, aux["d_min"], aux["d_max"],
+            aux["DC"], aux["DW"], aux["PREC"], dk, db)
     d_dp = ddp.sum(0)
     if d0 is None:
         d_dp = d_dp + dd0.sum(0)
@@ -236,7 +248,8 @@ class ChunkOSDNFunction(torch.autograd.Function):
                                     output_final_state, chunk_size, store)
         if store:
             ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
-                                  aux["dprev"], aux["Md"], aux["M"], aux["hbuf"], aux["cu"], aux["offs"], aux["idx"])
+                                  aux["dprev"], aux["Md"], aux["Dc"], aux["idx_d"], aux["offs_d"], aux["M"], aux["hbuf"],
+                                  aux["cu"], aux["offs"], aux["idx"])
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N")}
         return o, hT, dT
 
@@ -249,8 +262,8 @@ class ChunkOSDNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dhT, ddT):
-        names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "M", "hbuf",
-                 "cu", "offs", "idx")
+        names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
+                 "offs_d", "M", "hbuf", "cu", "offs", "idx")
         aux = dict(zip(names, ctx.saved_tensors))
         aux.update(ctx.meta)
         return _chunk_bwd(aux, do, dhT, ddT) + (None,) * 6

@@ -1,7 +1,8 @@
 """The preconditioner scan in chunk form (spec C1, C2; D4, E1, E2, E7, E8) and its reverse-mode derivative.
 
-Drop-in replacements for ``dscan.dscan_fwd_kernel`` / ``dscan.dscan_bwd_kernel``: same inputs and
-outputs, but the sequential dependence runs over chunks of C tokens instead of over tokens.
+Drop-in replacements (the drivers ``dscan_chunk_forward`` / ``dscan_chunk_backward``) for
+``dscan.dscan_fwd_kernel`` / ``dscan.dscan_bwd_kernel``: same results, but the sequential dependence runs over
+chunks of C tokens instead of over tokens, and carries only a K-vector from chunk to chunk.
 
 Math (per sequence and head; u_t = β_t k_t², û_t = u_t / ‖k_t‖² (0 where k_t = 0), a_t = ρ_t(d°) = 1 − ⟨u_t, d°⟩,
 δ = d − d°). By D4, E1 + E8 read::
@@ -12,13 +13,15 @@ a gated delta rule with one value column. In a chunk of n ≤ C tokens (local i 
 ratios R(i, j) = Π_{j<l≤i} α_l and Γ_i = R(i, 0)::
 
     (C1)  (I + L) w = η (a − Γ ⊙ (U δ⁰)),   L_ij = η R(i, j) ⟨u_i, û_j⟩  (j < i)
-          δ_{i-1} = Γ_{i-1} δ⁰ + Σ_{j<i} R(i-1, j) w_j û_j          (stored as dprev = d° + δ_{i-1})
+          δ_{i-1} = Γ_{i-1} δ⁰ + Σ_{j<i} R(i-1, j) w_j û_j          (dprev = d° + δ_{i-1})
           d̄_{i-1} = d° + α_i δ_{i-1},   δ leaving = α_n δ_{n-1} + w_n û_n
     (C2)  K̃_i = clip(d̄_{i-1}, d_min, d_max) ⊙ k_i
 
 M_d = (I + L)^{-1} depends on k, β, α, η only (not on δ⁰), so it is built for all chunks in parallel
-(``dscan_chunk_prep_kernel``); the serial programs then do per chunk a matrix-vector product with M_d and
-one [C, C]·[C, K] product.
+(``dscan_chunk_prep_kernel``). The only serial work is the carry δ⁰ → δ leaving = Γ_n δ⁰ + Σ_j R(n, j) w_j û_j,
+two K-reductions and a [C, C] matrix-vector product per chunk (``dscan_chunk_fwd_kernel``, which stores each
+chunk's δ⁰); the per-token iterates and write keys then follow for all chunks at once from their δ⁰
+(``dscan_chunk_out_kernel``, and recomputed, not stored, in the backward: ``_chunk_dev``).
 
 Backward. With z_t = ∂L/∂d_t (z_T = ∂L/∂d_T or 0), direct_t = [d_min < d̄_{t-1} < d_max] ⊙ ∂L/∂K̃_t ⊙ k_t and
 s_t = ⟨û_t, z_t⟩, the token-serial adjoint is G_t := ∂L/∂d̄_{t-1} = direct_t + z_t − η s_t u_t and
@@ -27,7 +30,16 @@ z_{t-1} = α_t G_t. With E_l = direct_l − η s_l u_l, inside a chunk from z_n:
     G_i = Σ_{l≥i} R(l, i) E_l + R(n, i) z_n,    z_i = G_i − E_i,    z entering = α_1 G_1,
     (I + Lᵀ) s = b,   b_i = R(n, i) ⟨û_i, z_n⟩ + Σ_{l>i} R(l, i) ⟨û_i, direct_l⟩,
 
-i.e. s = M_dᵀ b (the transposed solve). Per token: ∂L/∂u_t = −η s_t d̄_{t-1}, ∂L/∂û_t = η ρ_t z_t,
+i.e. s = M_dᵀ b (the transposed solve). All of this is linear in z_n: with b = b⁰ + R(n, ·) ⊙ Û z_n
+(b⁰ the direct part), s = s⁰ + s¹, s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n), and since α_1 R(l, 1) = Γ_l the adjoint leaving the
+chunk is::
+
+    α_1 G_1 = g⁰ + Γ_n z_n − η Σ_l Γ_l s¹_l u_l,    g⁰ = Σ_l Γ_l (direct_l − η s⁰_l u_l).
+
+So the backward is three passes: g⁰ for all chunks at once (``dscan_chunk_bwd_pre_kernel``), the serial carry of z
+over the chunks in reverse (``dscan_chunk_bwd_walk_kernel``: one [C, K] matrix-vector product each way and one
+[C, C] product per chunk), then every gradient for all chunks at once from their δ⁰ and z_n
+(``dscan_chunk_bwd_kernel``). Per token: ∂L/∂u_t = −η s_t d̄_{t-1}, ∂L/∂û_t = η ρ_t z_t,
 ∂L/∂η += ρ_t s_t, ∂L/∂α_t = ⟨G_t, δ_{t-1}⟩ (direct, never through log α), ∂L/∂d° += (1 − α_t) G_t (E1), and
 u, û → k, β as in the token-serial kernel.
 
@@ -39,10 +51,18 @@ A NaN gate gives NaN ratios (it propagates, spec §6). Without α all ratios are
 
 from __future__ import annotations
 
+import os
+
+import torch
 import triton
 import triton.language as tl
 
+from .utils import chunk_index_tensors
 from .wy import _chunk_rows, _unit_lower_inverse
+
+
+def _env(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,116 +221,349 @@ def dscan_chunk_prep_kernel(
 
 
 @triton.jit
-def dscan_chunk_fwd_kernel(
-    k, beta, alpha, eta, d_prior, d0, Md, w, dprev, dT, cu, d_min, d_max,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DPREV: tl.constexpr, STORE_DT: tl.constexpr,
-    PREC: tl.constexpr,
-):
-    """Forward scan in chunk form (C1, C2); grid (N, H), one program per (sequence, head), serial over chunks.
+def _gate_last(alpha, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr):
+    """The gate vectors the serial carries need, without the [BT, BT] ratios of ``_gate_ratios``.
 
-    Inputs as ``dscan.dscan_fwd_kernel`` plus Md [T, H, BT] from ``dscan_chunk_prep_kernel``.
-    Writes w = K̃ [T, H, K] (fp32, E3/C2 write keys), dprev = d_{t-1} [T, H, K] (fp32, the learner's iterate
-    before APF, E1) and dT = d_T [N, H, K].
+    Returns Γ_i [BT], R(n, i) [BT] (n the chunk's last row; 0 past it) and Γ_n, computed exactly as
+    ``_gate_ratios`` computes them (log space, reset counts, sign parity; spec §6).
+    """
+    o_t = tl.arange(0, BT)
+    n = t1 - t0 - 1
+    last = o_t == n
+    if HAS_ALPHA:
+        a = tl.load(alpha + (t0 + o_t) * H + i_h, mask=(t0 + o_t) < t1, other=1.0).to(tl.float32)
+        zr = (a == 0.0).to(tl.int32)
+        ng = (a < 0.0).to(tl.int32)
+        la = tl.log(tl.where(a == 0.0, 1.0, tl.abs(a)))
+        lam = tl.cumsum(la, axis=0)
+        rc = tl.cumsum(zr, axis=0)
+        nu = tl.cumsum(ng, axis=0)
+        gam = tl.where(rc == 0, (1.0 - 2.0 * (nu & 1).to(tl.float32)) * tl.exp(tl.where(rc == 0, lam, 0.0)), 0.0)
+        lam_n = tl.sum(tl.where(last, lam, 0.0), axis=0)
+        rc_n = tl.sum(tl.where(last, rc, 0), axis=0)
+        nu_n = tl.sum(tl.where(last, nu, 0), axis=0)
+        ok = (rc == rc_n) & (o_t <= n)
+        rn = tl.where(ok, (1.0 - 2.0 * ((nu_n - nu) & 1).to(tl.float32)) * tl.exp(tl.where(ok, lam_n - lam, 0.0)), 0.0)
+        gam_n = tl.sum(tl.where(last, gam, 0.0), axis=0)
+    else:
+        gam = tl.full([BT], 1.0, dtype=tl.float32)
+        rn = tl.where(o_t <= n, 1.0, 0.0)
+        gam_n = 1.0
+    return gam, rn, gam_n
+
+
+@triton.jit
+def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr,
+               BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
+    """One chunk of C1 from the deviation δ⁰ entering it: every iterate inside the chunk.
+
+    w = η M_d (a − Γ ⊙ U δ⁰) (a = ρ(d°), E7), δ_{i-1} = Γ_{i-1} δ⁰ + Σ_{j<i} R(i-1, j) w_j û_j and
+    d̄_{i-1} = d° + α_i δ_{i-1} (E1). Shared, operation for operation, by the forward's output kernel and both
+    backward kernels, so the backward sees bit-for-bit the forward's iterates without storing them.
+    """
+    kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
+    a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
+    Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
+    rhs = et * (1.0 - tl.sum(u * dp[None, :], axis=1) - gam * tl.sum(u * delta[None, :], axis=1))
+    wv = tl.sum(Mi * rhs[None, :], axis=1)
+    dev = tl.dot(Rx, wv[:, None] * uh, input_precision=PREC) + gamx[:, None] * delta[None, :]  # δ_{i-1}
+    dev = tl.where(m_t[:, None], dev, 0.0)
+    if HAS_ALPHA:
+        dbar = dp[None, :] + a[:, None] * dev  # E1
+    else:
+        dbar = dp[None, :] + dev
+    return kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar
+
+
+@triton.jit
+def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl.constexpr, PREC: tl.constexpr):
+    """The parts of one chunk's reverse pass that do not depend on the adjoint z_n entering it from the right.
+
+    direct = [d_min < d̄ < d_max] ⊙ ∂L/∂K̃ ⊙ k (E2, E3), p = clip(d̄), b⁰_i = Σ_{l>i} R(l, i) ⟨û_i, direct_l⟩,
+    s⁰ = M_dᵀ b⁰ (transposed C1) and e⁰ = direct − η s⁰ ⊙ u.
+    """
+    o_t = tl.arange(0, BT)
+    strict = o_t[:, None] > o_t[None, :]
+    p = _clip(dbar, d_min, d_max)
+    inr = (dbar > d_min) & (dbar < d_max)
+    direct = tl.where(inr, gw * kk, 0.0)
+    pd = tl.dot(direct, tl.trans(uh), input_precision=PREC)  # ⟨direct_l, û_i⟩ at [l, i]
+    b0 = tl.sum(tl.where(strict, R * pd, 0.0), axis=0)
+    s0 = tl.sum(Mi * b0[:, None], axis=0)
+    e0 = direct - (et * s0)[:, None] * u
+    return p, direct, s0, e0
+
+
+@triton.jit
+def dscan_chunk_fwd_kernel(
+    k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr,
+):
+    """Serial carry of C1 over the chunks; grid (N, H), one program per (sequence, head).
+
+    Per chunk only what the next chunk needs: w = η M_d (a − Γ ⊙ U δ⁰) and the deviation leaving the chunk,
+    Γ_n δ⁰ + Σ_j R(n, j) w_j û_j (C1). Writes Dc [NT, H, K] (fp32): the deviation δ⁰ entering every global
+    chunk (``chunk_off`` [N + 1] = index of each sequence's first chunk), and dT = d_T [N, H, K].
+    The per-token iterates and write keys follow chunk-parallel in ``dscan_chunk_out_kernel``.
     """
     i_n, i_h, bos, eos = _seq_head(cu)
+    c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
     if HAS_D0:
         delta = tl.load(d0 + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32) - dp
     else:
         delta = tl.zeros([BK], dtype=tl.float32)
-    o_t = tl.arange(0, BT)
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
+        tl.store(Dc + ((c_off + c) * H + i_h) * K + o_k, delta, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
-        a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
+        gam, rn, gam_n = _gate_last(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
         Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-        # C1: w = η M_d (a − Γ ⊙ U δ⁰), a = ρ(d°)
         rhs = et * (1.0 - tl.sum(u * dp[None, :], axis=1) - gam * tl.sum(u * delta[None, :], axis=1))
         wv = tl.sum(Mi * rhs[None, :], axis=1)
-        wu = wv[:, None] * uh
-        dev = tl.dot(Rx, wu, input_precision=PREC) + gamx[:, None] * delta[None, :]  # δ_{i-1}
-        if STORE_DPREV:
-            _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
-        if HAS_ALPHA:
-            dbar = dp[None, :] + a[:, None] * dev  # E1
-        else:
-            dbar = dp[None, :] + dev
-        _store_rows(w, _clip(dbar, d_min, d_max) * kk, t0, t1, i_h, H, K, BT, BK)  # E2, E3 / C2
-        # δ leaving the chunk = α_n δ_{n-1} + w_n û_n  (E1 + E8 at its last token)
-        delta = tl.sum(tl.where(o_t[:, None] == (t1 - t0 - 1), a[:, None] * dev + wu, 0.0), axis=0)
+        delta = gam_n * delta + tl.sum((rn * wv)[:, None] * uh, axis=0)
     if STORE_DT:
         tl.store(dT + (i_n * H + i_h) * K + o_k, dp + delta, mask=m_k)
 
 
 @triton.jit
-def dscan_chunk_bwd_kernel(
-    k, beta, alpha, eta, d_prior, dprev, Md, dw, ddT, cu, d_min, d_max,
-    dk, dbeta, dalpha, deta, ddp, dd0,
+def dscan_chunk_out_kernel(
+    k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, chunk_idx, d_min, d_max,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, HAS_DDT: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, STORE_DPREV: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Reverse-mode scan in chunk form (transposed C1); grid (N, H), chunks in reverse.
+    """Write keys of every chunk at once (C1, C2); grid (NT, H), one program per (global chunk, head).
 
-    Inputs and outputs as ``dscan.dscan_bwd_kernel`` plus Md [T, H, BT]: adds to dk [T, H, K] and
-    dbeta [T, H], writes dalpha [T, H], per-(sequence, head) deta [N, H] and ddp [N, H, K] (d° through E1), and
-    dd0 [N, H, K] (dL/dd_0). The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
+    From the entering deviation Dc: w = K̃ = clip(d̄_{t-1}, d_min, d_max) ⊙ k_t [T, H, K] (fp32, E2, E3) and,
+    when STORE_DPREV, dprev = d_{t-1} [T, H, K] (the learner's iterate before APF, E1; used by tests).
+    """
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    delta = tl.load(Dc + (i_c.to(tl.int64) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    if STORE_DPREV:
+        _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
+    _store_rows(w, _clip(dbar, d_min, d_max) * kk, t0, t1, i_h, H, K, BT, BK)
+
+
+@triton.jit
+def dscan_chunk_bwd_pre_kernel(
+    k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, chunk_idx, d_min, d_max, G0,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+):
+    """The z-independent part of each chunk's adjoint carry; grid (NT, H), all chunks at once.
+
+    With z_n the adjoint ∂L/∂d at the chunk's last token, the adjoint leaving the chunk to the left is
+    α_1 G_1 = g⁰ + Γ_n z_n − η Σ_l Γ_l s¹_l u_l with s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n) (module docstring; Γ_l = α_1 R(l, 1)).
+    Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l.
+    """
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    delta = tl.load(Dc + (i_c.to(tl.int64) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
+    p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
+    g0 = tl.sum(gam[:, None] * e0, axis=0)
+    tl.store(G0 + (i_c.to(tl.int64) * H + i_h) * K + o_k, g0, mask=m_k)
+
+
+@triton.jit
+def dscan_chunk_bwd_walk_kernel(
+    k, beta, alpha, eta, Md, G0, ddT, cu, chunk_off, Zc, dd0,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, HAS_DDT: tl.constexpr,
+):
+    """Serial adjoint carry over the chunks in reverse; grid (N, H).
+
+    z ← g⁰ + Γ_n z − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û z)) per chunk (see ``dscan_chunk_bwd_pre_kernel``), starting from
+    z = ∂L/∂d_T (or 0). Writes Zc [NT, H, K] (fp32): the z_n entering each chunk from the right, and
+    dd0 = ∂L/∂d_0 [N, H, K].
     """
     i_n, i_h, bos, eos = _seq_head(cu)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    c_off = tl.load(chunk_off + i_n).to(tl.int64)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    et = tl.load(eta + i_h).to(tl.float32)
     if HAS_DDT:
         z = tl.load(ddT + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
     else:
         z = tl.zeros([BK], dtype=tl.float32)
-    g_dp = tl.zeros([BK], dtype=tl.float32)
-    g_eta = tl.zeros([BT], dtype=tl.float32)  # summed at the end
-    o_t = tl.arange(0, BT)
-    strict = o_t[:, None] > o_t[None, :]
     nc = tl.cdiv(eos - bos, BT)
     for cc in range(0, nc):
-        t0 = bos + (nc - 1 - cc) * BT
+        c = nc - 1 - cc
+        t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
+        st = ((c_off + c) * H + i_h) * K + o_k
+        tl.store(Zc + st, z, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
-        a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
+        gam, rn, gam_n = _gate_last(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
         Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-        dev = _load_rows(dprev, t0, t1, i_h, H, K, BT, BK) - dp[None, :]  # δ_{i-1}
-        dev = tl.where(m_t[:, None], dev, 0.0)
-        if HAS_ALPHA:
-            dbar = dp[None, :] + a[:, None] * dev
-        else:
-            dbar = dp[None, :] + dev
-        p = _clip(dbar, d_min, d_max)
-        inr = (dbar > d_min) & (dbar < d_max)
-        gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
-        g_k = gw * p  # through K̃ = p ⊙ k
-        direct = tl.where(inr, gw * kk, 0.0)  # through p = clip(d̄)
-        rho = 1.0 - tl.sum(u * dbar, axis=1)  # E7 at the learner's point
-        last = o_t[:, None] == (t1 - t0 - 1)
-        rn = tl.sum(tl.where(last, R, 0.0), axis=0)  # R(n, i)
-        # transposed C1: (I + Lᵀ) s = b, s = M_dᵀ b
-        pd = tl.dot(direct, tl.trans(uh), input_precision=PREC)  # ⟨direct_l, û_i⟩ at [l, i]
-        bv = rn * tl.sum(uh * z[None, :], axis=1) + tl.sum(tl.where(strict, R * pd, 0.0), axis=0)
-        s = tl.sum(Mi * bv[:, None], axis=0)
-        e = direct - (et * s)[:, None] * u
-        G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
-        zi = G - e  # ∂L/∂d_i
-        # E8: d_i = d̄ + η ρ(d̄) û,  u = β k², û = β k² / ‖k‖²
-        g_u = -(et * s)[:, None] * dbar
-        g_uh = tl.where(nz[:, None], (et * rho)[:, None] * zi, 0.0)
-        cst = tl.sum(g_uh * k2, axis=1) / s_safe
-        g_k += g_u * (2.0 * b)[:, None] * kk + tl.where(nz[:, None], (2.0 * b / s_safe)[:, None] * kk
-                                                         * (g_uh - cst[:, None]), 0.0)
-        g_b = tl.sum(g_u * k2, axis=1) + cst
-        _store_rows(dk, _load_rows(dk, t0, t1, i_h, H, K, BT, BK) + g_k, t0, t1, i_h, H, K, BT, BK)
-        p_b = dbeta + (t0 + o_t) * H + i_h
-        tl.store(p_b, tl.load(p_b, mask=m_t, other=0.0) + g_b, mask=m_t)
-        g_eta += tl.where(m_t, rho * s, 0.0)
-        # E1: d̄ = d° + α (d − d°)
-        if HAS_ALPHA:
-            tl.store(dalpha + (t0 + o_t) * H + i_h, tl.sum(G * dev, axis=1), mask=m_t)
-            g_dp += tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0)
-        z = tl.sum(tl.where(o_t[:, None] == 0, a[:, None] * G, 0.0), axis=0)  # z entering = α_1 G_1
-    tl.store(deta + i_n * H + i_h, tl.sum(g_eta, axis=0))
-    tl.store(ddp + (i_n * H + i_h) * K + o_k, g_dp, mask=m_k)
+        x = rn * tl.sum(uh * z[None, :], axis=1)
+        s1 = tl.sum(Mi * x[:, None], axis=0)
+        g0 = tl.load(G0 + st, mask=m_k, other=0.0)
+        z = g0 + gam_n * z - et * tl.sum((gam * s1)[:, None] * u, axis=0)
     tl.store(dd0 + (i_n * H + i_h) * K + o_k, z, mask=m_k)
+
+
+@triton.jit
+def dscan_chunk_bwd_kernel(
+    k, beta, alpha, eta, d_prior, Md, Dc, Zc, dw, cu, chunk_idx, d_min, d_max,
+    dk, dbeta, dalpha, peta, pdp,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+):
+    """Reverse mode of C1 for every chunk at once, from its entering δ⁰ (Dc) and exiting adjoint z_n (Zc);
+    grid (NT, H).
+
+    Adds to dk [T, H, K] and dbeta [T, H], writes dalpha [T, H] and per-chunk partial sums peta [NT, H]
+    (∂L/∂η) and pdp [NT, H, K] (∂L/∂d° through E1), reduced per sequence by ``dscan_chunk_sum_kernel``.
+    Formulas: module docstring. The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
+    """
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+    delta = tl.load(Dc + st, mask=m_k, other=0.0)
+    z = tl.load(Zc + st, mask=m_k, other=0.0)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
+    p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
+    o_t = tl.arange(0, BT)
+    last = o_t[:, None] == (t1 - t0 - 1)
+    rn = tl.sum(tl.where(last, R, 0.0), axis=0)  # R(n, i)
+    # transposed C1 with the z_n part: s = M_dᵀ (b⁰ + R(n, ·) ⊙ Û z_n)
+    s = s0 + tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
+    e = direct - (et * s)[:, None] * u
+    G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
+    zi = G - e  # ∂L/∂d_i
+    rho = 1.0 - tl.sum(u * dbar, axis=1)  # E7 at the learner's point
+    # E8: d_i = d̄ + η ρ(d̄) û,  u = β k², û = β k² / ‖k‖²
+    g_u = -(et * s)[:, None] * dbar
+    g_uh = tl.where(nz[:, None], (et * rho)[:, None] * zi, 0.0)
+    cst = tl.sum(g_uh * k2, axis=1) / s_safe
+    g_k = gw * p + g_u * (2.0 * b)[:, None] * kk + tl.where(nz[:, None], (2.0 * b / s_safe)[:, None] * kk
+                                                            * (g_uh - cst[:, None]), 0.0)
+    g_b = tl.sum(g_u * k2, axis=1) + cst
+    _store_rows(dk, _load_rows(dk, t0, t1, i_h, H, K, BT, BK) + g_k, t0, t1, i_h, H, K, BT, BK)
+    p_b = dbeta + (t0 + o_t) * H + i_h
+    tl.store(p_b, tl.load(p_b, mask=m_t, other=0.0) + g_b, mask=m_t)
+    tl.store(peta + i_c.to(tl.int64) * H + i_h, tl.sum(tl.where(m_t, rho * s, 0.0), axis=0))
+    # E1: d̄ = d° + α (d − d°)
+    if HAS_ALPHA:
+        tl.store(dalpha + (t0 + o_t) * H + i_h, tl.sum(G * dev, axis=1), mask=m_t)
+        tl.store(pdp + st, tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0), mask=m_k)
+    else:
+        tl.store(pdp + st, tl.zeros([BK], dtype=tl.float32), mask=m_k)
+
+
+@triton.jit
+def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """deta [N, H] and ddp [N, H, K]: the per-chunk partials summed over each sequence's chunks, in order
+    (deterministic, no atomics); grid (N, H)."""
+    i_n = tl.program_id(0)
+    i_h = tl.program_id(1)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    c0 = tl.load(chunk_off + i_n).to(tl.int64)
+    c1 = tl.load(chunk_off + i_n + 1).to(tl.int64)
+    se = 0.0
+    sp = tl.zeros([BK], dtype=tl.float32)
+    for c in range(c0, c1):
+        se += tl.load(peta + c * H + i_h)
+        sp += tl.load(pdp + (c * H + i_h) * K + o_k, mask=m_k, other=0.0)
+    tl.store(deta + i_n * H + i_h, se)
+    tl.store(ddp + (i_n * H + i_h) * K + o_k, sp, mask=m_k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# drivers
+# ---------------------------------------------------------------------------------------------------------------
+
+def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
+                        store_dT=True, store_dprev=False):
+    """C1, C2 forward on packed inputs [1, T, H, *]: prep (M_d, chunk-parallel) → serial carry → write keys
+    (chunk-parallel).
+
+    Returns
+    -------
+    w : float32 [1, T, H, K]          write keys K̃ (C2)
+    saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs: what the
+                                      backward needs
+    dT : float32 [N, H, K] or None    d_T
+    dprev : float32 [1, T, H, K] or None   d_{t-1}, when ``store_dprev``
+    """
+    _, T, H, K = k.shape
+    N = len(cu_host) - 1
+    dev, f32 = k.device, torch.float32
+    BK = max(16, triton.next_power_of_2(K))
+    idx, offs, NT = chunk_index_tensors(cu_host, C, dev)
+    ha = alpha is not None
+    Md = torch.empty(1, T, H, C, device=dev, dtype=f32)
+    Dc = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
+    w = torch.empty(1, T, H, K, device=dev, dtype=f32)
+    dT = torch.empty(N, H, K, device=dev, dtype=f32) if store_dT else None
+    dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store_dprev else None
+    if NT > 0:
+        dscan_chunk_prep_kernel[(NT, H)](
+            k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=ha, PREC=PREC,
+            num_warps=_env("OSDN_DSCAN_PREP_WARPS", warps), num_stages=1,
+        )
+    dscan_chunk_fwd_kernel[(N, H)](
+        k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+    )
+    if NT > 0:
+        dscan_chunk_out_kernel[(NT, H)](
+            k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, idx, float(d_min), float(d_max), H=H, K=K, BK=BK,
+            BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC,
+            num_warps=_env("OSDN_DSCAN_OUT_WARPS", warps), num_stages=1,
+        )
+    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs), dT, dprev
+
+
+def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
+                         dk, dbeta):
+    """Reverse mode of ``dscan_chunk_forward`` (transposed C1; E1, E2, E8): adds to ``dk`` and ``dbeta`` (in place, float32) and returns
+    (dalpha [1, T, H] or None, deta [N, H], ddp [N, H, K], dd0 [N, H, K]), float32."""
+    _, T, H, K = k.shape
+    dev, f32 = k.device, torch.float32
+    BK = max(16, triton.next_power_of_2(K))
+    Md, Dc, idx, offs = (saved[n] for n in ("Md", "Dc", "idx", "offs"))
+    NT = idx.shape[0]
+    ha = alpha is not None
+    G0 = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
+    Zc = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
+    peta = torch.empty(max(NT, 1), H, device=dev, dtype=f32)
+    pdp = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
+    dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if ha else None
+    deta = torch.empty(N, H, device=dev, dtype=f32)
+    ddp = torch.empty(N, H, K, device=dev, dtype=f32)
+    dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
+    bw = _env("OSDN_DSCAN_BWD_WARPS", warps)
+    if NT > 0:
+        dscan_chunk_bwd_pre_kernel[(NT, H)](
+            k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, H=H, K=K, BK=BK,
+            BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
+        )
+    dscan_chunk_bwd_walk_kernel[(N, H)](
+        k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+        HAS_DDT=ddT is not None, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+    )
+    if NT > 0:
+        dscan_chunk_bwd_kernel[(NT, H)](
+            k, beta, alpha, eta, d_prior, Md, Dc, Zc, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dalpha,
+            peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
+        )
+    dscan_chunk_sum_kernel[(N, H)](peta, pdp, offs, deta, ddp, H=H, K=K, BK=BK, num_warps=1)
+    return dalpha, deta, ddp, dd0

@@ -17,7 +17,8 @@ products on the dh path::
     dR = Mᵀ (scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh),  dV = diag(β) dR,
     dh ← e^{λ_n} dh + scale (diag(e) Q)ᵀ dO − (diag(βe) K)ᵀ dR
 
-storing each chunk's dh (the adjoint of its end state) in dhbuf [NT, H, K, V] float32, as large as hbuf.
+storing each chunk's dh (the adjoint of its end state) in dhbuf [NT, H, K, V], as large as hbuf (both in the
+16-bit input dtype for 16-bit inputs: every use but the gated Σ h ⊙ dh rounds them to that dtype for a dot anyway).
 ``state_bwd_grads_kernel`` then runs one program per (chunk, head), all in parallel: from h (hbuf) and
 dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, dg, summing over the value
 blocks inside the program (no atomics). Both share the per-chunk prologue ``_bwd_chunk_tiles``, the
@@ -48,7 +49,7 @@ def state_fwd_kernel(
     USE_G: tl.constexpr, HAS_H0: tl.constexpr, STORE_H: tl.constexpr, STORE_HT: tl.constexpr,
     DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    """o [T, H, V] (E6 via C3); hbuf [NT, H, K, V] chunk-start states (fp32); hT [N, H, K, V]."""
+    """o [T, H, V] (E6 via C3); hbuf [NT, H, K, V] chunk-start states (float32, or the 16-bit input dtype; see chunk.py); hT [N, H, K, V]."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -72,7 +73,7 @@ def state_fwd_kernel(
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         if STORE_H:
-            tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h, mask=m_h)
+            tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
         b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
         qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
         kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
@@ -143,7 +144,7 @@ def state_bwd_kernel(
         c = NC - 1 - cc
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
-        h = tl.load(hbuf + ((c_off + c) * H + i_h) * K * V + hk, mask=m_h, other=0.0)
+        h = tl.load(hbuf + ((c_off + c) * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
         b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
         qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
         kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
@@ -345,7 +346,7 @@ def state_bwd_dh_kernel(
     ------
     dv : [T, H, V] float32
         diag(β) dR.
-    dhbuf : [NT, H, K, V] float32
+    dhbuf : [NT, H, K, V] float32 (or the 16-bit input dtype)
         Per global chunk, the dh used inside it (the adjoint of the chunk-END state), read by
         ``state_bwd_grads_kernel``.
     dh0 : [N, H, K, V] float32
@@ -374,7 +375,7 @@ def state_bwd_dh_kernel(
         c = NC - 1 - cc
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
-        tl.store(dhbuf + ((c_off + c) * H + i_h) * K * V + hk, dh, mask=m_h)
+        tl.store(dhbuf + ((c_off + c) * H + i_h) * K * V + hk, dh.to(dhbuf.dtype.element_ty), mask=m_h)
         b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
             q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
         ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
@@ -444,8 +445,8 @@ def state_bwd_grads_kernel(
         m_v = o_v < V
         hk = o_k[:, None] * V + o_v[None, :]
         m_h = m_k[:, None] & m_v[None, :]
-        h = tl.load(hbuf + st + hk, mask=m_h, other=0.0)
-        dh = tl.load(dhbuf + st + hk, mask=m_h, other=0.0)
+        h = tl.load(hbuf + st + hk, mask=m_h, other=0.0).to(tl.float32)
+        dh = tl.load(dhbuf + st + hk, mask=m_h, other=0.0).to(tl.float32)
         vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
         ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
         hd = h.to(DT)
@@ -495,7 +496,7 @@ def state_bwd_grads_kernel(
     db_c = db + tl.sum(dA * Araw, axis=1)
     rows = (t0 + o_t) * H + i_h
     m_tk = m_t[:, None] & m_k[None, :]
-    tl.store(dq + rows[:, None] * K + o_k[None, :], dq_c, mask=m_tk)
+    tl.store(dq + rows[:, None] * K + o_k[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + rows[:, None] * K + o_k[None, :], dk_c, mask=m_tk)
     tl.store(dw + rows[:, None] * K + o_k[None, :], dw_c, mask=m_tk)
     tl.store(dbeta + rows, db_c, mask=m_t)
