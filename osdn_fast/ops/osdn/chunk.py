@@ -47,12 +47,12 @@ def dscan_chunking(K: int, BT: int = 64):
     """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K and state chunk BT.
 
     The warps are those of the chunk-parallel kernels (the two serial carries use 4, env OSDN_DSCAN_FWD_WARPS).
-    32 tokens and 8 warps for K > 64 (an offline sm_90 compile at K = 128: no register spills at 32 / 8 warps,
-    spills at 64 or at 4 warps); 16 and 2 for K <= 64 (the earlier GPU A/B, reports/ab-dscan-NVIDIA-H200.log).
-    Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
+    32 tokens and 4 warps for K > 64, 16 and 2 for K <= 64: fastest forward+backward in a same-run GPU A/B
+    (reports/ab-dscan-2-NVIDIA-H200.log; 8 warps, which avoid the register spills an offline sm_90 compile shows
+    at 4, were slower). Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
     """
     DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if K <= 64 else 32))
-    DW = _ENV("OSDN_DSCAN_WARPS", 2 if K <= 64 else 8)
+    DW = _ENV("OSDN_DSCAN_WARPS", 2 if K <= 64 else 4)
     if DC not in (16, 32, 64, 128):
         raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
     return DC, DW
