@@ -35,7 +35,8 @@ from typing import Dict, List, Optional, Sequence
 __all__ = ["KERNEL_REGEX", "METRICS", "run", "parse_raw_csv", "summarize", "main"]
 
 KERNEL_REGEX = "regex:(state|dscan|wy)_"
-_TO_US = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+# ncu 2025.3 with --print-units base writes "ns" (seen on an H200); older versions "nsecond"
+_TO_US = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6, "ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 _TO_BYTE = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12}
 _FIXED = {"ID", "Process ID", "Process Name", "Host Name", "Kernel Name", "Context", "Stream", "Block Size",
           "Grid Size", "Device", "CC"}

@@ -66,6 +66,8 @@ def test_parse_units_separators_and_missing():
 def test_time_units_scale_to_microseconds():
     text = CSV.replace('"usecond"', '"nsecond"')
     assert parse_raw_csv(text)[1]["metrics"]["gpu__time_duration.sum"] == pytest.approx(0.1)
+    text = CSV.replace('"usecond"', '"ns"')  # ncu 2025.3 --print-units base, as seen on an H200
+    assert parse_raw_csv(text)[1]["metrics"]["gpu__time_duration.sum"] == pytest.approx(0.1)
 
 
 def test_markdown_table():
