@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | ncu. Logs go to $OUT/gpu-run.log.
+# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | abenv | ncu. Logs go to $OUT/gpu-run.log.
 # ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
 # only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
@@ -44,6 +44,9 @@ for st in "$@"; do
     abdscan)
       say "d-scan A/B: token-serial vs chunk form at scan chunk 64/32/16 and 4/8 warps (osdn_fast/_ab_dscan.py)"
       timeout ${T_AB:-300} python3 osdn_fast/_ab_dscan.py 2>&1 | tee -a "$LOG" ;;
+    abenv)
+      say "A/B of env-selected kernel settings (osdn_fast/_ab_env.py): ${AB_CONFIGS}"
+      timeout ${T_AB:-300} python3 osdn_fast/_ab_env.py ${AB_CONFIGS} 2>&1 | tee -a "$LOG" ;;
     ncu)
       say "ncu: profile of one chunk_osdn forward+backward, Triton kernels only (osdn_fast/profile_ncu.py)"
       rm -f "$OUT/ncu.csv" "$OUT/ncu.md"

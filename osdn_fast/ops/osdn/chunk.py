@@ -48,7 +48,7 @@ def dscan_chunking(K: int, BT: int = 64):
 
     The warps are those of the chunk-parallel kernels (the two serial carries use 4, env OSDN_DSCAN_FWD_WARPS).
     32 tokens and 4 warps for K > 64, 16 and 2 for K <= 64: fastest forward+backward in a same-run GPU A/B
-    (reports/ab-dscan-2-NVIDIA-H200.log; 8 warps, which avoid the register spills an offline sm_90 compile shows
+    (reports/gpu-run-NVIDIA-H200-run4.log, first call; 8 warps, which avoid the register spills an offline sm_90 compile shows
     at 4, were slower). Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
     """
     DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if K <= 64 else 32))
@@ -200,20 +200,25 @@ def _chunk_bwd(aux, do, dhT, ddT):
         dk = torch.empty(1, T, H, K, device=dev, dtype=f32)  # the d-scan adds to it
         dw = torch.empty(1, T, H, K, device=dev, dtype=f32)
         db = torch.empty(1, T, H, device=dev, dtype=f32)
-        dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
+        # key columns per program of the gradient kernel (three [BT, BKO] accumulators); env OSDN_GRAD_BKO
+        BKO = min(BK, _ENV("OSDN_GRAD_BKO", 64))
+        NKB = triton.cdiv(K, BKO)
+        dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
-        state_bwd_dh_kernel[(NV, N * H)](
+        BVH = _ENV("OSDN_DH_BV", BV)  # dh-walk value block; env for A/B only (narrow 16-bit dots: _chunk_fwd)
+        state_bwd_dh_kernel[(triton.cdiv(V, BVH), N * H)](
             q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVH, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
             num_warps=_ENV("OSDN_BWD_DH_WARPS", 8), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
         )
         if NT > 0:
-            state_bwd_grads_kernel[(NT, H)](
+            state_bwd_grads_kernel[(NT, H, NKB)](
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, do, aux["cu"], idx, aux["scale"],
-                dq, dk, dw, db, dg,
-                H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC,
+                dq, dk, dw, db, dgp, T,
+                H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, BKO=BKO, USE_G=USE_G, DT=DT, PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
             )
+        dg = None if dgp is None else (dgp if NKB == 1 else dgp.sum(0, keepdim=True))  # [1, T, H]
     if aux["Md"] is None:
         dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
         deta = torch.empty(N, H, device=dev, dtype=f32)
