@@ -200,25 +200,20 @@ def _chunk_bwd(aux, do, dhT, ddT):
         dk = torch.empty(1, T, H, K, device=dev, dtype=f32)  # the d-scan adds to it
         dw = torch.empty(1, T, H, K, device=dev, dtype=f32)
         db = torch.empty(1, T, H, device=dev, dtype=f32)
-        # key columns per program of the gradient kernel (three [BT, BKO] accumulators); env OSDN_GRAD_BKO
-        BKO = min(BK, _ENV("OSDN_GRAD_BKO", 64))
-        NKB = triton.cdiv(K, BKO)
-        dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
+        dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
-        BVH = _ENV("OSDN_DH_BV", BV)  # dh-walk value block; env for A/B only (narrow 16-bit dots: _chunk_fwd)
-        state_bwd_dh_kernel[(triton.cdiv(V, BVH), N * H)](
+        state_bwd_dh_kernel[(NV, N * H)](
             q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVH, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
             num_warps=_ENV("OSDN_BWD_DH_WARPS", 8), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
         )
         if NT > 0:
-            state_bwd_grads_kernel[(NT, H, NKB)](
+            state_bwd_grads_kernel[(NT, H)](
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, do, aux["cu"], idx, aux["scale"],
-                dq, dk, dw, db, dgp, T,
-                H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, BKO=BKO, USE_G=USE_G, DT=DT, PREC=PREC,
+                dq, dk, dw, db, dg,
+                H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
             )
-        dg = None if dgp is None else (dgp if NKB == 1 else dgp.sum(0, keepdim=True))  # [1, T, H]
     if aux["Md"] is None:
         dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if alpha is not None else None
         deta = torch.empty(N, H, device=dev, dtype=f32)

@@ -395,109 +395,81 @@ def state_bwd_dh_kernel(
 
 
 @triton.jit
-def _bwd_value_block(v, do, hbuf, dhbuf, st, t0, m_t, i_h, i_v, kk, mm, wd, S, b, e, scale,
-                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """Value block i_v of one chunk in ``state_bwd_grads_kernel``, over all K: from h and dh (hbuf, dhbuf at
-    offset ``st``, read in DT), K h, R = V − diag(e^λ) K h, U = M diag(β) R (C3; DT), dR (``_dr_of_chunk``,
-    float32) and dO (DT)."""
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    hk = o_k[:, None] * V + o_v[None, :]
-    m_h = m_k[:, None] & m_v[None, :]
-    hd = tl.load(hbuf + st + hk, mask=m_h, other=0.0).to(DT)
-    dhd = tl.load(dhbuf + st + hk, mask=m_h, other=0.0).to(DT)
-    vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
-    ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-    kh = tl.dot(kk, hd, input_precision=PREC)
-    if USE_G:
-        vr = vv - e[:, None] * kh
-    else:
-        vr = vv - kh
-    ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
-    dr = _dr_of_chunk(S, ddo, wd, dhd, mm, scale, DT, PREC)
-    return kh, vr, ud, dr, ddo
-
-
-@triton.jit
 def state_bwd_grads_kernel(
     q, k, v, w, beta, g, M, hbuf, dhbuf, do, cu, chunk_idx, scale,
-    dq, dk, dw, dbeta, dgp, T,
+    dq, dk, dw, dbeta, dg,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BKO: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """Chunk-parallel part of the reverse pass of C3: the gradients of q, k, K̃, β and g of one chunk.
 
-    One program per (global chunk, head, block of BKO key columns), from the chunk-start state h (hbuf,
-    forward) and the chunk-end adjoint dh (dhbuf, ``state_bwd_dh_kernel``). The value blocks are walked
-    inside the program, so the sums over values need no atomics: per block, U = M diag(β)(V − diag(e^λ) K h)
-    and dR (as in the dh walk) are recomputed over all K (``_bwd_value_block``) and the value contractions
-    dS = scale dO Uᵀ, dA = −dR Uᵀ, Σ_v dR ⊙ (V − e^λ K h), Σ_v dR ⊙ K h (all K) and dO hᵀ, dR hᵀ, U dhᵀ,
-    Σ h ⊙ dh (this program's key columns only) are accumulated in float32; the [BT, BKO] products with Q, K, K̃
-    follow once per chunk. Splitting the key columns over programs keeps three [BT, BKO] accumulators live
-    instead of three [BT, K] ones: with K = 128 in one program the kernel spilled registers to local memory
-    (reports/ncu-NVIDIA-H200.md). The formulas are those of ``state_bwd_kernel``, summed over V before instead
-    of after the last products; Σ_v dO ⊙ (Q h) is taken as Σ_k Q ⊙ (dO hᵀ).
+    One program per (global chunk, head), from the chunk-start state h (hbuf, forward) and the chunk-end
+    adjoint dh (dhbuf, ``state_bwd_dh_kernel``). The value blocks are walked inside the program, so the
+    sums over values need no atomics: per block, U = M diag(β)(V − diag(e^λ) K h) and dR (as in the dh walk)
+    are recomputed and the value contractions dS = scale dO Uᵀ, dA = −dR Uᵀ, dO hᵀ, dR hᵀ, U dhᵀ,
+    Σ_v dR ⊙ (V − e^λ K h), Σ_v dR ⊙ K h and Σ h ⊙ dh are accumulated in float32; the [BT, BK] products with
+    Q, K, K̃ follow once per chunk. The formulas are those of ``state_bwd_kernel``, summed over V
+    before instead of after the last products; Σ_v dO ⊙ (Q h) is taken as Σ_k Q ⊙ (dO hᵀ).
 
     Writes (stores, every row of the chunk)
     ------
-    dq, dk, dw : [T, H, K]
-        Columns of this program; dq in its buffer's dtype, dk and dw float32; dk is the state part only (the
-        d-scan adds its own); dw = dL/dK̃.
+    dq, dk, dw : [T, H, K] float32
+        dk is the state part only (the d-scan adds its own); dw = dL/dK̃.
     dbeta : [T, H] float32
-        State part of dβ (written by the programs of the first key block).
-    dgp : [NKB, T, H] float32
-        Per key block, its part of dL/dg (reverse-cumulated within the chunk), when USE_G; summed over the
-        key blocks by the caller.
+        State part of dβ.
+    dg : [T, H] float32
+        dL/dg (reverse-cumulated within the chunk), when USE_G.
     """
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
-    i_kb = tl.program_id(2)
     i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
     o_t = tl.arange(0, BT)
-    o_ko = i_kb * BKO + tl.arange(0, BKO)
-    m_ko = o_ko < K
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
     incl = o_t[:, None] >= o_t[None, :]
     strict = o_t[:, None] > o_t[None, :]
     b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
         q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
     S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
     st = (i_c.to(tl.int64) * H + i_h) * K * V
-    dS = tl.zeros([BT, BT], dtype=tl.float32)    # Σ_v dO Uᵀ
-    dA = tl.zeros([BT, BT], dtype=tl.float32)    # Σ_v dR Uᵀ
-    gq = tl.zeros([BT, BKO], dtype=tl.float32)   # dO hᵀ (this block's key columns)
-    gk = tl.zeros([BT, BKO], dtype=tl.float32)   # dR hᵀ
-    gw = tl.zeros([BT, BKO], dtype=tl.float32)   # U dhᵀ
-    db = tl.zeros([BT], dtype=tl.float32)        # Σ_v dR ⊙ (V − e^λ K h)
-    dlk = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ K h
-    hdh = tl.zeros([BKO], dtype=tl.float32)      # Σ_v h ⊙ dh (this block's key columns)
+    dS = tl.zeros([BT, BT], dtype=tl.float32)   # Σ_v dO Uᵀ
+    dA = tl.zeros([BT, BT], dtype=tl.float32)   # Σ_v dR Uᵀ
+    gq = tl.zeros([BT, BK], dtype=tl.float32)   # dO hᵀ
+    gk = tl.zeros([BT, BK], dtype=tl.float32)   # dR hᵀ
+    gw = tl.zeros([BT, BK], dtype=tl.float32)   # U dhᵀ
+    db = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − e^λ K h)
+    dlk = tl.zeros([BT], dtype=tl.float32)      # Σ_v dR ⊙ K h
+    hdh = tl.zeros([BK], dtype=tl.float32)      # Σ_v h ⊙ dh
     for i_v in range(0, tl.cdiv(V, BV)):
-        kh, vr, ud, dr, ddo = _bwd_value_block(
-            v, do, hbuf, dhbuf, st, t0, m_t, i_h, i_v, kk, mm, wd, S, b, e, scale,
-            H, K, V, BT, BK, BV, USE_G, DT, PREC)
         o_v = i_v * BV + tl.arange(0, BV)
-        m_ho = m_ko[:, None] & (o_v < V)[None, :]
-        hko = o_ko[:, None] * V + o_v[None, :]
-        hod = tl.load(hbuf + st + hko, mask=m_ho, other=0.0).to(DT)   # this block's rows of h, dh
-        dhod = tl.load(dhbuf + st + hko, mask=m_ho, other=0.0).to(DT)
+        m_v = o_v < V
+        hk = o_k[:, None] * V + o_v[None, :]
+        m_h = m_k[:, None] & m_v[None, :]
+        h = tl.load(hbuf + st + hk, mask=m_h, other=0.0).to(tl.float32)
+        dh = tl.load(dhbuf + st + hk, mask=m_h, other=0.0).to(tl.float32)
+        vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+        hd = h.to(DT)
+        kh = tl.dot(kk, hd, input_precision=PREC)
+        if USE_G:
+            vr = vv - e[:, None] * kh
+        else:
+            vr = vv - kh
+        ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
+        dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
         drd = dr.to(DT)
         dS += tl.dot(ddo, tl.trans(ud), input_precision=PREC)
         dA += tl.dot(drd, tl.trans(ud), input_precision=PREC)
-        gq += tl.dot(ddo, tl.trans(hod), input_precision=PREC)
-        gk += tl.dot(drd, tl.trans(hod), input_precision=PREC)
-        gw += tl.dot(ud, tl.trans(dhod), input_precision=PREC)
+        gq += tl.dot(ddo, tl.trans(hd), input_precision=PREC)
+        gk += tl.dot(drd, tl.trans(hd), input_precision=PREC)
+        gw += tl.dot(ud, tl.trans(dh.to(DT)), input_precision=PREC)
         db += tl.sum(dr * vr, axis=1)
         if USE_G:
             dlk += tl.sum(dr * kh, axis=1)
-            hdh += tl.sum(hod.to(tl.float32) * dhod.to(tl.float32), axis=1)
+            hdh += tl.sum(h * dh, axis=1)
     dS = tl.where(incl, scale * dS, 0.0)
     dA = tl.where(strict, -dA, 0.0)
-    # K K̃ᵀ after the loop, with K̃ reloaded (L2), so that neither stays live through it
-    kw = tl.dot(kk, tl.trans(_load2(w, t0, o_t, m_t, i_h, H, K, tl.arange(0, BK), tl.arange(0, BK) < K).to(DT)),
-                input_precision=PREC)
+    kw = tl.dot(kk, tl.trans(ww), input_precision=PREC)
     if USE_G:
         gam = _gate_ratios(lam, BT)
         Araw = tl.where(strict, kw * gam, 0.0)
@@ -509,13 +481,9 @@ def state_bwd_grads_kernel(
         gkw = b[:, None] * dA
     gqw_d = gqw.to(DT)
     gkw_d = gkw.to(DT)
-    # this block's columns of Q, K, K̃ (reloaded: L2 hits)
-    qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     # dq = G_qw K̃ + scale diag(e) dO h⁰ᵀ;  dk = G_kw K̃ − diag(β e) dR h⁰ᵀ;  dK̃ = diag(e^{λn−λ}) U dhᵀ + …
-    dq_c = tl.dot(gqw_d, wo, input_precision=PREC)
-    dk_c = tl.dot(gkw_d, wo, input_precision=PREC)
+    dq_c = tl.dot(gqw_d, ww, input_precision=PREC)
+    dk_c = tl.dot(gkw_d, ww, input_precision=PREC)
     if USE_G:
         dq_c += scale * e[:, None] * gq
         dk_c -= (b * e)[:, None] * gk
@@ -524,28 +492,26 @@ def state_bwd_grads_kernel(
         dq_c += scale * gq
         dk_c -= b[:, None] * gk
         dw_c = gw
-    dw_c += tl.dot(tl.trans(gqw_d), qo, input_precision=PREC) + tl.dot(tl.trans(gkw_d), ko, input_precision=PREC)
+    dw_c += tl.dot(tl.trans(gqw_d), qq, input_precision=PREC) + tl.dot(tl.trans(gkw_d), kk, input_precision=PREC)
+    db_c = db + tl.sum(dA * Araw, axis=1)
     rows = (t0 + o_t) * H + i_h
-    m_tk = m_t[:, None] & m_ko[None, :]
-    tl.store(dq + rows[:, None] * K + o_ko[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + rows[:, None] * K + o_ko[None, :], dk_c, mask=m_tk)
-    tl.store(dw + rows[:, None] * K + o_ko[None, :], dw_c, mask=m_tk)
-    if i_kb == 0:
-        tl.store(dbeta + rows, db + tl.sum(dA * Araw, axis=1), mask=m_t)
+    m_tk = m_t[:, None] & m_k[None, :]
+    tl.store(dq + rows[:, None] * K + o_k[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dk + rows[:, None] * K + o_k[None, :], dk_c, mask=m_tk)
+    tl.store(dw + rows[:, None] * K + o_k[None, :], dw_c, mask=m_tk)
+    tl.store(dbeta + rows, db_c, mask=m_t)
     if USE_G:
-        # the key-column sums of dλ from this block; the rest once, in the first block
-        first = (i_kb == 0).to(tl.float32)
-        dlam = scale * e * tl.sum(qo.to(tl.float32) * gq, axis=1)
+        dlam = scale * e * tl.sum(qq.to(tl.float32) * gq, axis=1)
         SdS = S * dS
-        dlam += first * (tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0))
+        dlam += tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0)
         AdA = b[:, None] * Araw * dA
-        dlam += first * (tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0))
-        dlam -= first * (b * e * dlk)
-        X = tl.sum(en_e[:, None] * gw * wo.to(tl.float32), axis=1)
+        dlam += tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0)
+        dlam -= b * e * dlk
+        X = tl.sum(en_e[:, None] * gw * ww.to(tl.float32), axis=1)
         dlam -= X
         dlam_n = tl.sum(X, axis=0) + tl.exp(lam_n) * tl.sum(hdh, axis=0)
         dlam += tl.where(o_t == (t1 - t0 - 1), dlam_n, 0.0)
         dlam = tl.where(m_t, dlam, 0.0)
         # λ_i = Σ_{j≤i} g_j  ⇒  dg_j = Σ_{i≥j} dλ_i
         dgc = tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
-        tl.store(dgp + i_kb.to(tl.int64) * T * H + rows, dgc, mask=m_t)
+        tl.store(dg + rows, dgc, mask=m_t)
