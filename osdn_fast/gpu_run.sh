@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | abenv | ncu. Logs go to $OUT/gpu-run.log.
+# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | ncu. Logs go to $OUT/gpu-run.log.
 # ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
 # only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
@@ -19,8 +19,8 @@ for st in "$@"; do
       say "pytest -m gpu"
       timeout ${T_TESTS:-200} python3 -m pytest -p no:cacheprovider -m gpu -q -rs ${PYTEST_K:+-k "$PYTEST_K"} tests/test_fast_chunk.py tests/test_fast_recurrent.py 2>&1 | tee -a "$LOG" ;;
     alltests)
-      say "pytest tests/test_fast_*.py (all, on the GPU)"
-      timeout 420 python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_chunk.py tests/test_fast_recurrent.py tests/test_fast_validation.py 2>&1 | tee -a "$LOG" ;;
+      say "pytest tests/test_fast_*.py (all, on the GPU; Hypothesis profile ${HYPOTHESIS_PROFILE:-gpu})"
+      HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-gpu} timeout ${T_ALL:-540} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_chunk.py tests/test_fast_recurrent.py tests/test_fast_validation.py 2>&1 | tee -a "$LOG" ;;
     tolerance)
       say "osdn tolerance"
       timeout ${T_TOL:-200} python3 -m osdn_ref.cli tolerance --out "$OUT" ${TOL_ARGS} 2>&1 | tee -a "$LOG" ;;
@@ -47,6 +47,9 @@ for st in "$@"; do
     abenv)
       say "A/B of env-selected kernel settings (osdn_fast/_ab_env.py): ${AB_CONFIGS}"
       timeout ${T_AB:-300} python3 osdn_fast/_ab_env.py ${AB_CONFIGS} 2>&1 | tee -a "$LOG" ;;
+    narrowdot)
+      say "narrow 16-bit dot shapes (osdn_fast/_repro_narrow_dot.py): the Triton fault seen with 32-column blocks"
+      timeout ${T_ND:-300} python3 osdn_fast/_repro_narrow_dot.py 2>&1 | tee -a "$LOG" ;;
     ncu)
       say "ncu: profile of one chunk_osdn forward+backward, Triton kernels only (osdn_fast/profile_ncu.py)"
       rm -f "$OUT/ncu.csv" "$OUT/ncu.md"

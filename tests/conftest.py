@@ -1,7 +1,8 @@
 """Test configuration: Hypothesis profiles and a reproducible, printed seed.
 
 HYPOTHESIS_PROFILE=ci (default) keeps the suite fast on a 2-core CPU; HYPOTHESIS_PROFILE=thorough
-is for long nightly runs. Every run uses one seed, printed in the header and again after a
+is for long nightly runs; HYPOTHESIS_PROFILE=gpu (4 examples per property) is what the GPU driver's
+``alltests`` stage uses, where each new shape costs a kernel compilation. Every run uses one seed, printed in the header and again after a
 failure; rerun with ``--hypothesis-seed=N`` (or OSDN_HYPOTHESIS_SEED=N) to replay it.
 """
 
@@ -24,6 +25,8 @@ _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=12, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)
+# on a GPU every new shape compiles the kernels (seconds each): 12 examples per property did not fit a 300 s stage
+settings.register_profile("gpu", max_examples=4, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _SEED = None

@@ -276,6 +276,22 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
 
 
 @triton.jit
+def _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr,
+                      BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
+    """Prologue of the chunk-parallel kernels (grid (NT, H)): this program's chunk rows [t0, t1), its head's
+    d° and η, the offset ``st`` of its [K] rows in the per-chunk buffers, and ``_chunk_dev`` from the carried δ⁰ (Dc)."""
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+    delta = tl.load(Dc + st, mask=m_k, other=0.0)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    return i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar
+
+
+@triton.jit
 def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl.constexpr, PREC: tl.constexpr):
     """The parts of one chunk's reverse pass that do not depend on the adjoint z_n entering it from the right.
 
@@ -339,13 +355,8 @@ def dscan_chunk_out_kernel(
     From the entering deviation Dc: w = K̃ = clip(d̄_{t-1}, d_min, d_max) ⊙ k_t [T, H, K] (fp32, E2, E3) and,
     when STORE_DPREV, dprev = d_{t-1} [T, H, K] (the learner's iterate before APF, E1; used by tests).
     """
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-    delta = tl.load(Dc + (i_c.to(tl.int64) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
-        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
     if STORE_DPREV:
         _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
     _store_rows(w, _clip(dbar, d_min, d_max) * kk, t0, t1, i_h, H, K, BT, BK)
@@ -363,17 +374,11 @@ def dscan_chunk_bwd_pre_kernel(
     α_1 G_1 = g⁰ + Γ_n z_n − η Σ_l Γ_l s¹_l u_l with s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n) (module docstring; Γ_l = α_1 R(l, 1)).
     Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l.
     """
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-    delta = tl.load(Dc + (i_c.to(tl.int64) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
-        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
-    g0 = tl.sum(gam[:, None] * e0, axis=0)
-    tl.store(G0 + (i_c.to(tl.int64) * H + i_h) * K + o_k, g0, mask=m_k)
+    tl.store(G0 + st, tl.sum(gam[:, None] * e0, axis=0), mask=m_k)
 
 
 @triton.jit
@@ -428,15 +433,9 @@ def dscan_chunk_bwd_kernel(
     (∂L/∂η) and pdp [NT, H, K] (∂L/∂d° through E1), reduced per sequence by ``dscan_chunk_sum_kernel``.
     Formulas: module docstring. The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
     """
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
-    delta = tl.load(Dc + st, mask=m_k, other=0.0)
+    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
     z = tl.load(Zc + st, mask=m_k, other=0.0)
-    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
-        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
     o_t = tl.arange(0, BT)

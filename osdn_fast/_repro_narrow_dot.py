@@ -1,0 +1,108 @@
+"""GPU reproducer search for the Triton 3.6 fault with narrow 16-bit dots on Hopper (not part of the API).
+
+Seen in this project: ``state_fwd_kernel`` with value blocks of 16/32 columns (H100: illegal memory access at
+16, wrong results at 32, K = 128) and ``state_bwd_grads_kernel`` with 32 key columns per program (H200: illegal
+memory access). Blocks of >= 64 columns work, so the kernels use them; 32-column blocks would double the
+programs of the serial state kernels (osdn_fast/NOTES.md, next steps).
+
+This script runs the dot shapes those kernels use, one (pattern, N, dtype) per subprocess (a fault poisons the
+CUDA context), each on a 64-row tile with 4 or 8 warps, and compares with torch in float32:
+
+    ab    : A [64, 128] @ B [128, N]                (K h, Q h)
+    atb   : trans(A [128, 64]) @ B [128, N]          (K̃ᵀ U: the state update, A loaded [64, 128] then transposed)
+    abt   : A [64, 64] @ trans(B [N, 64])            (dO hᵀ with h rows [N, 64])
+    mm    : A [64, 64] @ B [64, N]                   (M R, G K̃ over a column block)
+
+Usage (on a GPU): python osdn_fast/_repro_narrow_dot.py            (all cases, a table at the end)
+                  python osdn_fast/_repro_narrow_dot.py one PATTERN N DTYPE WARPS
+"""
+import json
+import os
+import subprocess
+import sys
+
+PATTERNS = ("ab", "atb", "abt", "mm")
+
+
+def one(pattern: str, N: int, dtype: str, warps: int) -> dict:
+    import torch
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kern(a, b, c, PAT: tl.constexpr, M: tl.constexpr, KD: tl.constexpr, N: tl.constexpr):
+        om = tl.arange(0, M)
+        ok = tl.arange(0, KD)
+        on = tl.arange(0, N)
+        if PAT == 0:  # A [M, KD] @ B [KD, N] ("ab" with KD = 128, "mm" with KD = 64)
+            x = tl.load(a + om[:, None] * KD + ok[None, :])
+            y = tl.load(b + ok[:, None] * N + on[None, :])
+            r = tl.dot(x, y)
+        elif PAT == 1:  # trans(A [KD, M] stored as [M, KD]^T ...): load [M, KD], transpose, times B [M, N]
+            x = tl.load(a + om[:, None] * KD + ok[None, :])   # [M, KD]
+            y = tl.load(b + om[:, None] * N + on[None, :])    # [M, N]
+            r = tl.dot(tl.trans(x), y)                        # [KD, N]
+        else:  # A [M, KD] @ trans(B [N, KD])
+            x = tl.load(a + om[:, None] * KD + ok[None, :])
+            y = tl.load(b + on[:, None] * KD + ok[None, :])
+            r = tl.dot(x, tl.trans(y))
+        if PAT == 1:
+            tl.store(c + ok[:, None] * N + on[None, :], r)
+        else:
+            tl.store(c + om[:, None] * N + on[None, :], r)
+
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1, to check this script
+    M = 64
+    KD = 64 if pattern in ("mm", "abt") else 128
+    g = torch.Generator(device=dev).manual_seed(0)
+    r = lambda *s: torch.randn(*s, device=dev, generator=g).to(dt)
+    pat = {"ab": 0, "mm": 0, "atb": 1, "abt": 2}[pattern]
+    if pattern == "ab" or pattern == "mm":
+        A, B = r(M, KD), r(KD, N)
+        ref = A.float() @ B.float()
+        out = torch.empty(M, N, device=dev, dtype=torch.float32)
+    elif pattern == "atb":
+        A, B = r(M, KD), r(M, N)
+        ref = A.float().T @ B.float()
+        out = torch.empty(KD, N, device=dev, dtype=torch.float32)
+    else:
+        A, B = r(M, KD), r(N, KD)
+        ref = A.float() @ B.float().T
+        out = torch.empty(M, N, device=dev, dtype=torch.float32)
+    kern[(1,)](A, B, out, PAT=pat, M=M, KD=KD, N=N, num_warps=warps)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    err = float((out - ref).abs().max() / ref.abs().max())
+    return dict(pattern=pattern, N=N, dtype=dtype, warps=warps, rel_err=err, ok=err < 2e-2,
+                card=torch.cuda.get_device_name(0) if dev == "cuda" else "cpu (interpreter)",
+                triton=triton.__version__)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "one":
+        pattern, N, dtype, warps = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+        print(json.dumps(one(pattern, N, dtype, warps)), flush=True)
+        return
+    rows = []
+    for pattern in PATTERNS:
+        for N in (16, 32, 64):
+            for dtype in ("bf16", "fp16"):
+                for warps in (4, 8):
+                    cmd = [sys.executable, __file__, "one", pattern, str(N), dtype, str(warps)]
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                       env=dict(os.environ, CUDA_LAUNCH_BLOCKING="1"))
+                    line = [x for x in p.stdout.splitlines() if x.startswith("{")]
+                    row = json.loads(line[-1]) if line else dict(
+                        pattern=pattern, N=N, dtype=dtype, warps=warps, ok=False,
+                        error=(p.stderr.strip().splitlines() or ["?"])[-1][:160])
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    print("\n| pattern | N | dtype | warps | result |\n|---|---|---|---|---|")
+    for r_ in rows:
+        res = f"rel err {r_['rel_err']:.1e}" if "rel_err" in r_ else f"FAILED: {r_.get('error')}"
+        print(f"| {r_['pattern']} | {r_['N']} | {r_['dtype']} | {r_['warps']} | {res} |")
+
+
+if __name__ == "__main__":
+    main()
