@@ -1,7 +1,8 @@
-"""C3 reverse pass: the split state backward (serial dh walk + chunk-parallel gradient kernel, the default)
-gives the same gradients as the single fused kernel (``OSDN_STATE_BWD=fused``) and both equal the float64
-reference (T1), with and without log-decays, V split over several value blocks, packed sequences, an initial
-state and a cotangent of the final state."""
+"""C3 reverse pass: the split state backward (serial dh walk + chunk-parallel gradient kernel, the default) and
+the stored-operand variant (``OSDN_STATE_BWD=stored``: R and dR stored, key columns split over programs) give
+the same gradients as the single fused kernel (``OSDN_STATE_BWD=fused``) and all equal the float64 reference
+(T1), with and without log-decays, V split over several value blocks, K over several key blocks, packed
+sequences, an initial state and a cotangent of the final state."""
 
 import numpy as np
 import pytest
@@ -37,23 +38,45 @@ def _run(monkeypatch, mode, kw, C):
 
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("K,V,C", [(67, 130, 16), (20, 70, 32)])
-def test_split_state_backward_equals_fused_and_reference(monkeypatch, gated, K, V, C):
+def test_split_and_stored_state_backward_equal_fused_and_reference(monkeypatch, gated, K, V, C):
     kw = _packed_problem(gated, K, V)
     BK = max(16, 1 << (K - 1).bit_length())
     assert chunk_mod._bv(BK, V) < V, "the problem must split V into several value blocks"
     errs_f, fused, ref = _run(monkeypatch, "fused", kw, C)
-    errs_s, split, _ = _run(monkeypatch, "split", kw, C)
     assert_within(errs_f, torch.float32, BACKEND, what=f"chunk_osdn fused state bwd C={C}")
-    assert_within(errs_s, torch.float32, BACKEND, what=f"chunk_osdn split state bwd C={C}")
-    names = [n for n in ref if n.startswith("d") and n in split]
-    assert {"dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
-    assert ("dg" in names) == gated
-    for n in names:
-        a, b = split[n], fused[n]
-        assert np.all(np.isfinite(a)), n
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        diff = float(np.max(np.abs(a - b))) / scale
-        assert diff <= 1e-5, f"{n}: split vs fused state backward differ by {diff:.3e} (scaled)"
+    for mode in ("split", "stored"):
+        errs_s, other, _ = _run(monkeypatch, mode, kw, C)
+        assert_within(errs_s, torch.float32, BACKEND, what=f"chunk_osdn {mode} state bwd C={C}")
+        names = [n for n in ref if n.startswith("d") and n in other]
+        assert {"dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
+        assert ("dg" in names) == gated
+        for n in names:
+            a, b = other[n], fused[n]
+            assert np.all(np.isfinite(a)), n
+            scale = max(1.0, float(np.max(np.abs(ref[n]))))
+            diff = float(np.max(np.abs(a - b))) / scale
+            assert diff <= 1e-5, f"{n}: {mode} vs fused state backward differ by {diff:.3e} (scaled)"
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_stored_state_backward_float16_within_bounds(monkeypatch, gated):
+    """With 16-bit inputs the stored R and dR are rounded to float16 (as hbuf, dhbuf are): still within the
+    float16 bounds against the float64 reference; K = 67 takes two key blocks."""
+    kw = _packed_problem(gated, 67, 70)
+    errs, _, _ = compare_mode(monkeypatch, "stored", kw, torch.float16)
+    assert_within(errs, torch.float16, BACKEND, what="chunk_osdn stored state bwd, float16")
+
+
+def compare_mode(monkeypatch, mode, kw, dtype, C=32):
+    monkeypatch.setenv("OSDN_STATE_BWD", mode)
+    return compare(chunk_osdn, kw, dtype, DEVICE, chunk_size=C)
+
+
+def test_unknown_state_backward_mode_is_refused(monkeypatch):
+    monkeypatch.setenv("OSDN_STATE_BWD", "recompute")
+    kw = realistic_problem(B=1, T=5, H=1, K=4, V=4, seed=0, full=False)
+    with pytest.raises(ValueError, match="OSDN_STATE_BWD"):
+        compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
 
 
 def test_split_state_backward_is_the_default(monkeypatch):

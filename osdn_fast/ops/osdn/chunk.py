@@ -7,7 +7,8 @@ Backward: reverse pass of C3 in two kernels (:mod:`state`): a serial walk over t
 state adjoint dh (storing each chunk's dh, and dv), then one chunk-parallel program per (chunk, head) for the
 gradients of q, k, K̃, β, g from the stored chunk-start states and the stored dh (U, R recomputed); then the
 reverse d-scan. ``OSDN_STATE_BWD=fused`` selects the older single kernel that does everything in the serial
-walk (A/B benchmarks).
+walk (A/B benchmarks); ``OSDN_STATE_BWD=stored`` the experiment that stores R and dR instead of recomputing them
+(``_state_bwd_mode``).
 All sequences are handled in packed form: without ``cu_seqlens`` a [B, T] batch is viewed as B packed
 sequences of length T (a view, no copy).
 """
@@ -25,7 +26,8 @@ import triton.language as tl
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
-from .state import state_bwd_dh_kernel, state_bwd_grads_kernel, state_bwd_kernel, state_fwd_kernel
+from .state import (state_bwd_dh_kernel, state_bwd_grads_kernel, state_bwd_grads_stored_kernel, state_bwd_kernel,
+                    state_fwd_kernel)
 from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
@@ -33,6 +35,17 @@ L2NORM_EPS = 1e-6
 
 
 _ENV = lambda name, default: int(os.environ.get(name, default))
+
+
+def _state_bwd_mode() -> str:
+    """Which C3 backward runs: ``split`` (default: serial dh walk + chunk-parallel gradients recomputing U and dR),
+    ``stored`` (the forward stores R = V − e^λ K h⁰ and the dh walk stores dR, so the gradient kernel splits its key
+    columns over programs; an experiment, not yet measured on a GPU) or ``fused`` (one serial kernel; A/B only).
+    Env OSDN_STATE_BWD."""
+    mode = os.environ.get("OSDN_STATE_BWD", "split")
+    if mode not in ("split", "stored", "fused"):
+        raise ValueError(f"OSDN_STATE_BWD: expected 'split', 'stored' or 'fused', got {mode!r}")
+    return mode
 
 
 def _dscan_mode() -> str:
@@ -142,18 +155,22 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     # them to it anyway; half the memory of float32, as fla stores its h)
     hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store else None
     hT = torch.empty(N, H, K, V, device=dev, dtype=f32) if output_final_state else None
+    bwd_mode = _state_bwd_mode()
+    store_vr = store and bwd_mode == "stored"
+    vrbuf = torch.empty(1, T, H, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store_vr else None
     state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
-        q, k, v, w, beta, g, M, h0, o, hbuf, hT, cu, offs, float(scale),
+        q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, cu, offs, float(scale),
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store,
-        STORE_HT=output_final_state, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_FWD_WARPS", 4),
+        STORE_HT=output_final_state, STORE_VR=store_vr, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_FWD_WARPS", 4),
         num_stages=_ENV("OSDN_FWD_STAGES", 1),
     )
     aux = None
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
-                   M=M, hbuf=hbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
-                   d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx)
+                   M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
+                   d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
+                   bwd_mode=bwd_mode)
     return o, hT, dT, aux
 
 
@@ -174,7 +191,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
     if ddT is not None:
         ddT = ddT.contiguous()
     DT, PREC, USE_G = aux["DT"], aux["PREC"], g is not None
-    split = os.environ.get("OSDN_STATE_BWD", "split") != "fused"
+    split = aux["bwd_mode"] != "fused"
     dv = torch.empty(1, T, H, V, device=dev, dtype=v.dtype if split else f32)  # written once, in its final dtype
     dh0 = torch.empty(N, H, K, V, device=dev, dtype=f32)
     if not split:
@@ -202,12 +219,26 @@ def _chunk_bwd(aux, do, dhT, ddT):
         db = torch.empty(1, T, H, device=dev, dtype=f32)
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
+        stored = aux["bwd_mode"] == "stored"
+        drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["vrbuf"].dtype) if stored else None
         state_bwd_dh_kernel[(NV, N * H)](
-            q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
-            num_warps=_ENV("OSDN_BWD_DH_WARPS", 8), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
+            q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored, DT=DT,
+            PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 8), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
         )
-        if NT > 0:
+        if NT > 0 and stored:
+            BKO = min(BK, 64)  # key columns per program (blocks of >= 64 for 16-bit dots, see _chunk_fwd)
+            NKB = triton.cdiv(K, BKO)
+            dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
+            state_bwd_grads_stored_kernel[(NT, H, NKB)](
+                q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, aux["vrbuf"], drbuf, do, aux["cu"], idx,
+                aux["scale"], dq, dk, dw, db, dgp, T,
+                H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, DT=DT, PREC=PREC,
+                num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
+            )
+            if USE_G:
+                dg = dgp if NKB == 1 else dgp.sum(0, keepdim=True)
+        elif NT > 0:
             state_bwd_grads_kernel[(NT, H)](
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, do, aux["cu"], idx, aux["scale"],
                 dq, dk, dw, db, dg,
@@ -249,8 +280,9 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
                                   aux["dprev"], aux["Md"], aux["Dc"], aux["idx_d"], aux["offs_d"], aux["M"], aux["hbuf"],
-                                  aux["cu"], aux["offs"], aux["idx"])
-            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N")}
+                                  aux["vrbuf"], aux["cu"], aux["offs"], aux["idx"])
+            ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
+                                             "bwd_mode")}
         return o, hT, dT
 
     @staticmethod
@@ -263,7 +295,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dhT, ddT):
         names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
-                 "offs_d", "M", "hbuf", "cu", "offs", "idx")
+                 "offs_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx")
         aux = dict(zip(names, ctx.saved_tensors))
         aux.update(ctx.meta)
         return _chunk_bwd(aux, do, dhT, ddT) + (None,) * 6

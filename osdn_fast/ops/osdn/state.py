@@ -44,12 +44,14 @@ def _load2(ptr, t0, o_t, m_t, i_h, H: tl.constexpr, D: tl.constexpr, o_d, m_d):
 
 @triton.jit
 def state_fwd_kernel(
-    q, k, v, w, beta, g, M, h0, o, hbuf, hT, cu, chunk_off, scale,
+    q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, cu, chunk_off, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, HAS_H0: tl.constexpr, STORE_H: tl.constexpr, STORE_HT: tl.constexpr,
-    DT: tl.constexpr, PREC: tl.constexpr,
+    STORE_VR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    """o [T, H, V] (E6 via C3); hbuf [NT, H, K, V] chunk-start states (float32, or the 16-bit input dtype; see chunk.py); hT [N, H, K, V]."""
+    """o [T, H, V] (E6 via C3); hbuf [NT, H, K, V] chunk-start states (float32, or the 16-bit input dtype; see
+    chunk.py); hT [N, H, K, V]; when STORE_VR, vrbuf [T, H, V] = V − diag(e^λ) K h⁰ (the residual of C3 before
+    diag(β) and M, in vrbuf's dtype) for ``state_bwd_grads_stored_kernel``."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -85,7 +87,11 @@ def state_fwd_kernel(
         if USE_G:
             lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
         kh = tl.dot(kk, hd, input_precision=PREC)
-        r = b[:, None] * (vv - e[:, None] * kh)
+        vr = vv - e[:, None] * kh
+        if STORE_VR:
+            tl.store(vrbuf + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], vr.to(vrbuf.dtype.element_ty),
+                     mask=m_t[:, None] & m_v[None, :])
+        r = b[:, None] * vr
         u = tl.dot(mm.to(DT), r.to(DT), input_precision=PREC)
         qw = tl.dot(qq, tl.trans(ww), input_precision=PREC)
         if USE_G:
@@ -332,9 +338,9 @@ def _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT: tl.constexpr, PREC: tl.constexpr
 @triton.jit
 def state_bwd_dh_kernel(
     q, k, w, beta, g, M, do, dhT, cu, chunk_off, scale,
-    dv, dhbuf, dh0,
+    dv, dhbuf, dh0, drbuf,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3: the state adjoint dh, walked over the chunks in reverse.
 
@@ -351,6 +357,8 @@ def state_bwd_dh_kernel(
         ``state_bwd_grads_kernel``.
     dh0 : [N, H, K, V] float32
         Adjoint of the initial state.
+    drbuf : [T, H, V]
+        dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``).
     """
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -383,6 +391,9 @@ def state_bwd_dh_kernel(
         dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
         tl.store(dv + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], (b[:, None] * dr).to(dv.dtype.element_ty),
                  mask=m_t[:, None] & m_v[None, :])
+        if STORE_DR:
+            tl.store(drbuf + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], dr.to(drbuf.dtype.element_ty),
+                     mask=m_t[:, None] & m_v[None, :])
         drd = dr.to(DT)
         if USE_G:
             dh = tl.exp(lam_n) * dh \
@@ -515,3 +526,133 @@ def state_bwd_grads_kernel(
         # λ_i = Σ_{j≤i} g_j  ⇒  dg_j = Σ_{i≥j} dλ_i
         dgc = tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
         tl.store(dg + rows, dgc, mask=m_t)
+
+
+@triton.jit
+def state_bwd_grads_stored_kernel(
+    q, k, v, w, beta, g, M, hbuf, dhbuf, vrbuf, drbuf, do, cu, chunk_idx, scale,
+    dq, dk, dw, dbeta, dgp, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, BKO: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """``state_bwd_grads_kernel`` from stored operands (``OSDN_STATE_BWD=stored``, an experiment not yet
+    measured on a GPU): the forward's residual R = V − diag(e^λ) K h⁰ (vrbuf) and the dh walk's dR (drbuf) are
+    read instead of recomputed over all K, so one program per (global chunk, head, block of BKO key columns)
+    touches only its key columns of h, dh, Q, K, K̃ (and all of K once for the [BT, BT] products Q K̃ᵀ, K K̃ᵀ).
+
+    Same formulas (C3 reversed): U = M diag(β) R, dS = scale dO Uᵀ, dA = −dR Uᵀ, dq = G_qw K̃ + scale diag(e) dO hᵀ,
+    dk = G_kw K̃ − diag(β e) dR hᵀ, dK̃ = diag(e^{λn−λ}) U dhᵀ + G_qwᵀ Q + G_kwᵀ K, dβ = Σ_v dR ⊙ R + Σ dA ⊙ A;
+    Σ_v dR ⊙ e^λ K h of dg is taken as Σ_v dR ⊙ (V − R).
+
+    Writes dq, dk, dw [T, H, K] (this program's columns; dq in its buffer's dtype), dbeta [T, H] (first key
+    block) and dgp [NKB, T, H] (this key block's part of dL/dg, reverse-cumulated in the chunk; the caller sums).
+    """
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_kb = tl.program_id(2)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_t = tl.arange(0, BT)
+    incl = o_t[:, None] >= o_t[None, :]
+    strict = o_t[:, None] > o_t[None, :]
+    b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
+    lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
+    e = tl.exp(lam)
+    en_e = tl.where(m_t, tl.exp(lam_n - lam), 0.0)
+    mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
+    o_ko = i_kb * BKO + tl.arange(0, BKO)
+    m_ko = o_ko < K
+    st = (i_c.to(tl.int64) * H + i_h) * K * V
+    dS = tl.zeros([BT, BT], dtype=tl.float32)    # Σ_v dO Uᵀ
+    dA = tl.zeros([BT, BT], dtype=tl.float32)    # Σ_v dR Uᵀ
+    gq = tl.zeros([BT, BKO], dtype=tl.float32)   # dO hᵀ (this block's key columns)
+    gk = tl.zeros([BT, BKO], dtype=tl.float32)   # dR hᵀ
+    gw = tl.zeros([BT, BKO], dtype=tl.float32)   # U dhᵀ
+    db = tl.zeros([BT], dtype=tl.float32)        # Σ_v dR ⊙ R
+    dlk = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − R) = e^λ Σ_v dR ⊙ K h
+    hdh = tl.zeros([BKO], dtype=tl.float32)      # Σ_v h ⊙ dh (this block's key columns)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        vr = _load2(vrbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+        dr = _load2(drbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+        ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
+        drd = dr.to(DT)
+        hko = o_ko[:, None] * V + o_v[None, :]
+        m_ho = m_ko[:, None] & m_v[None, :]
+        hod = tl.load(hbuf + st + hko, mask=m_ho, other=0.0).to(DT)
+        dhod = tl.load(dhbuf + st + hko, mask=m_ho, other=0.0).to(DT)
+        dS += tl.dot(ddo, tl.trans(ud), input_precision=PREC)
+        dA += tl.dot(drd, tl.trans(ud), input_precision=PREC)
+        gq += tl.dot(ddo, tl.trans(hod), input_precision=PREC)
+        gk += tl.dot(drd, tl.trans(hod), input_precision=PREC)
+        gw += tl.dot(ud, tl.trans(dhod), input_precision=PREC)
+        db += tl.sum(dr * vr, axis=1)
+        if USE_G:
+            vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+            dlk += tl.sum(dr * (vv - vr), axis=1)
+            hdh += tl.sum(hod.to(tl.float32) * dhod.to(tl.float32), axis=1)
+    dS = tl.where(incl, scale * dS, 0.0)
+    dA = tl.where(strict, -dA, 0.0)
+    # Q K̃ᵀ and K K̃ᵀ over all K, one key block at a time (after the value loop: nothing [BT, BT] beyond dS, dA
+    # stays live through it)
+    qw = tl.zeros([BT, BT], dtype=tl.float32)
+    kw = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BKO)):
+        o_kc = i_k * BKO + tl.arange(0, BKO)
+        m_kc = o_kc < K
+        wc = _load2(w, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT)
+        kw += tl.dot(_load2(k, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
+        if USE_G:
+            qw += tl.dot(_load2(q, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
+    if USE_G:
+        gam = _gate_ratios(lam, BT)
+        S = tl.where(incl, qw * gam, 0.0)  # needed for dg only
+        Araw = tl.where(strict, kw * gam, 0.0)
+    else:
+        Araw = tl.where(strict, kw, 0.0)
+    if USE_G:
+        gqw = dS * gam
+        gkw = b[:, None] * dA * gam
+    else:
+        gqw = dS
+        gkw = b[:, None] * dA
+    gqw_d = gqw.to(DT)
+    gkw_d = gkw.to(DT)
+    qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    dq_c = tl.dot(gqw_d, wo, input_precision=PREC)
+    dk_c = tl.dot(gkw_d, wo, input_precision=PREC)
+    if USE_G:
+        dq_c += scale * e[:, None] * gq
+        dk_c -= (b * e)[:, None] * gk
+        dw_c = en_e[:, None] * gw
+    else:
+        dq_c += scale * gq
+        dk_c -= b[:, None] * gk
+        dw_c = gw
+    dw_c += tl.dot(tl.trans(gqw_d), qo, input_precision=PREC) + tl.dot(tl.trans(gkw_d), ko, input_precision=PREC)
+    rows = (t0 + o_t) * H + i_h
+    m_tk = m_t[:, None] & m_ko[None, :]
+    tl.store(dq + rows[:, None] * K + o_ko[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dk + rows[:, None] * K + o_ko[None, :], dk_c, mask=m_tk)
+    tl.store(dw + rows[:, None] * K + o_ko[None, :], dw_c, mask=m_tk)
+    if i_kb == 0:
+        tl.store(dbeta + rows, db + tl.sum(dA * Araw, axis=1), mask=m_t)
+    if USE_G:
+        # this key block's sums over key columns; the value-only terms once, in the first block
+        first = (i_kb == 0).to(tl.float32)
+        dlam = scale * e * tl.sum(qo.to(tl.float32) * gq, axis=1)
+        SdS = S * dS
+        dlam += first * (tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0))
+        AdA = b[:, None] * Araw * dA
+        dlam += first * (tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0) - b * dlk)
+        X = tl.sum(en_e[:, None] * gw * wo.to(tl.float32), axis=1)
+        dlam -= X
+        dlam_n = tl.sum(X, axis=0) + tl.exp(lam_n) * tl.sum(hdh, axis=0)
+        dlam += tl.where(o_t == (t1 - t0 - 1), dlam_n, 0.0)
+        dlam = tl.where(m_t, dlam, 0.0)
+        # λ_i = Σ_{j≤i} g_j  ⇒  dg_j = Σ_{i≥j} dλ_i
+        dgc = tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
+        tl.store(dgp + i_kb.to(tl.int64) * T * H + rows, dgc, mask=m_t)
