@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from .chunk import _prepare_inputs, _chunk_bwd, _chunk_fwd, _finish
+from .state import _state_block
 
 
 @triton.jit
@@ -28,22 +29,8 @@ def fused_recurrent_fwd_kernel(
     STORE_FINAL: tl.constexpr,
 ):
     """o [T, H, V]; hT [N, H, K, V] and dT [N, H, K] (float32) when STORE_FINAL."""
+    i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
     i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    hk = o_k[:, None] * V + o_v[None, :]
-    m_h = m_k[:, None] & m_v[None, :]
-    if HAS_H0:
-        h = tl.load(h0 + (i_n * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BK, BV], dtype=tl.float32)
     dp = tl.load(d_prior + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
     if HAS_D0:
         d = tl.load(d0 + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)

@@ -43,6 +43,31 @@ def _load2(ptr, t0, o_t, m_t, i_h, H: tl.constexpr, D: tl.constexpr, o_d, m_d):
 
 
 @triton.jit
+def _state_block(cu, init, HAS_INIT: tl.constexpr, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                 BK: tl.constexpr, BV: tl.constexpr):
+    """Prologue of the serial kernels (grid (value blocks, N·H)): the program's sequence i_n and head i_h, the
+    sequence bounds [bos, eos), key/value offsets and masks, the offsets ``hk`` and mask ``m_h`` of its
+    [BK, BV] slice of a [K, V] state, and that slice of ``init`` [N, H, K, V] in float32 (zeros without it)."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    hk = o_k[:, None] * V + o_v[None, :]
+    m_h = m_k[:, None] & m_v[None, :]
+    if HAS_INIT:
+        x = tl.load(init + (i_n * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BK, BV], dtype=tl.float32)
+    return i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, x
+
+
+@triton.jit
 def state_fwd_kernel(
     q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, cu, chunk_off, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -52,24 +77,9 @@ def state_fwd_kernel(
     """o [T, H, V] (E6 via C3); hbuf [NT, H, K, V] chunk-start states (float32, or the 16-bit input dtype; see
     chunk.py); hT [N, H, K, V]; when STORE_VR, vrbuf [T, H, V] = V − diag(e^λ) K h⁰ (the residual of C3 before
     diag(β) and M, in vrbuf's dtype) for ``state_bwd_grads_stored_kernel``."""
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    hk = o_k[:, None] * V + o_v[None, :]
-    m_h = m_k[:, None] & m_v[None, :]
-    if HAS_H0:
-        h = tl.load(h0 + (i_n * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BK, BV], dtype=tl.float32)
     incl = o_t[:, None] >= o_t[None, :]
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
@@ -125,24 +135,9 @@ def state_bwd_kernel(
     dq, dk, dw [T, H, K], dbeta, dg [T, H] (dg already reverse-cumulated within chunks) into zeroed float32
     buffers (ATOMIC, several value blocks) or stores it (one value block).
     """
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, dh = _state_block(cu, dhT, HAS_DHT, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    hk = o_k[:, None] * V + o_v[None, :]
-    m_h = m_k[:, None] & m_v[None, :]
-    if HAS_DHT:
-        dh = tl.load(dhT + (i_n * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
-    else:
-        dh = tl.zeros([BK, BV], dtype=tl.float32)
     incl = o_t[:, None] >= o_t[None, :]
     strict = o_t[:, None] > o_t[None, :]
     NC = tl.cdiv(eos - bos, BT)
@@ -360,24 +355,9 @@ def state_bwd_dh_kernel(
     drbuf : [T, H, V]
         dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``).
     """
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, dh = _state_block(cu, dhT, HAS_DHT, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    hk = o_k[:, None] * V + o_v[None, :]
-    m_h = m_k[:, None] & m_v[None, :]
-    if HAS_DHT:
-        dh = tl.load(dhT + (i_n * H + i_h) * K * V + hk, mask=m_h, other=0.0).to(tl.float32)
-    else:
-        dh = tl.zeros([BK, BV], dtype=tl.float32)
     NC = tl.cdiv(eos - bos, BT)
     for cc in range(0, NC):
         c = NC - 1 - cc
