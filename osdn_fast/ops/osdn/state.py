@@ -386,6 +386,55 @@ def state_bwd_dh_kernel(
 
 
 @triton.jit
+def _key_grads(dS, dA, gq, gk, gw, qq, kk, ww, b, lam, e, en_e, scale, BT: tl.constexpr, USE_G: tl.constexpr,
+               DT: tl.constexpr, PREC: tl.constexpr):
+    """The key-side gradients of one chunk for the key columns of qq, kk, ww (Q, K, K̃ in DT) and of the value
+    contractions gq = dO h⁰ᵀ, gk = dR h⁰ᵀ, gw = U dhᵀ (C3 reversed), with G_qw = Γ ⊙ dS, G_kw = diag(β) Γ ⊙ dA:
+    dq = G_qw K̃ + scale diag(e^λ) dO h⁰ᵀ, dk = G_kw K̃ − diag(β e^λ) dR h⁰ᵀ, dK̃ = diag(e^{λn−λ}) U dhᵀ + G_qwᵀ Q +
+    G_kwᵀ K (float32)."""
+    if USE_G:
+        gam = _gate_ratios(lam, BT)
+        gqw_d = (dS * gam).to(DT)
+        gkw_d = (b[:, None] * dA * gam).to(DT)
+    else:
+        gqw_d = dS.to(DT)
+        gkw_d = (b[:, None] * dA).to(DT)
+    dq_c = tl.dot(gqw_d, ww, input_precision=PREC)
+    dk_c = tl.dot(gkw_d, ww, input_precision=PREC)
+    if USE_G:
+        dq_c += scale * e[:, None] * gq
+        dk_c -= (b * e)[:, None] * gk
+        dw_c = en_e[:, None] * gw
+    else:
+        dq_c += scale * gq
+        dk_c -= b[:, None] * gk
+        dw_c = gw
+    dw_c += tl.dot(tl.trans(gqw_d), qq, input_precision=PREC) + tl.dot(tl.trans(gkw_d), kk, input_precision=PREC)
+    return dq_c, dk_c, dw_c
+
+
+@triton.jit
+def _dg_of_chunk(S, dS, Araw, dA, qq, gq, gw, ww, b, e, en_e, dlk_e, hdh, lam_n, first, scale, t0, t1, m_t,
+                 BT: tl.constexpr):
+    """dL/dg of one chunk (reverse-cumulated: λ_i = Σ_{j≤i} g_j ⇒ dg_j = Σ_{i≥j} dλ_i), for the key columns of
+    qq, gq, gw, ww, hdh; the key-independent terms (S ⊙ dS, β A ⊙ dA and dlk_e = e^λ Σ_v dR ⊙ K h) are weighted by
+    ``first`` (1 in exactly one of the programs that split the key columns)."""
+    o_t = tl.arange(0, BT)
+    incl = o_t[:, None] >= o_t[None, :]
+    dlam = scale * e * tl.sum(qq.to(tl.float32) * gq, axis=1)
+    SdS = S * dS
+    AdA = b[:, None] * Araw * dA
+    dlam += first * (tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0) + tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0)
+                     - b * dlk_e)
+    X = tl.sum(en_e[:, None] * gw * ww.to(tl.float32), axis=1)
+    dlam -= X
+    dlam_n = tl.sum(X, axis=0) + tl.exp(lam_n) * tl.sum(hdh, axis=0)
+    dlam += tl.where(o_t == (t1 - t0 - 1), dlam_n, 0.0)
+    dlam = tl.where(m_t, dlam, 0.0)
+    return tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
+
+
+@triton.jit
 def state_bwd_grads_kernel(
     q, k, v, w, beta, g, M, hbuf, dhbuf, do, cu, chunk_idx, scale,
     dq, dk, dw, dbeta, dg,
@@ -462,28 +511,10 @@ def state_bwd_grads_kernel(
     dA = tl.where(strict, -dA, 0.0)
     kw = tl.dot(kk, tl.trans(ww), input_precision=PREC)
     if USE_G:
-        gam = _gate_ratios(lam, BT)
-        Araw = tl.where(strict, kw * gam, 0.0)
-        gqw = dS * gam
-        gkw = b[:, None] * dA * gam
+        Araw = tl.where(strict, kw * _gate_ratios(lam, BT), 0.0)
     else:
         Araw = tl.where(strict, kw, 0.0)
-        gqw = dS
-        gkw = b[:, None] * dA
-    gqw_d = gqw.to(DT)
-    gkw_d = gkw.to(DT)
-    # dq = G_qw K̃ + scale diag(e) dO h⁰ᵀ;  dk = G_kw K̃ − diag(β e) dR h⁰ᵀ;  dK̃ = diag(e^{λn−λ}) U dhᵀ + …
-    dq_c = tl.dot(gqw_d, ww, input_precision=PREC)
-    dk_c = tl.dot(gkw_d, ww, input_precision=PREC)
-    if USE_G:
-        dq_c += scale * e[:, None] * gq
-        dk_c -= (b * e)[:, None] * gk
-        dw_c = en_e[:, None] * gw
-    else:
-        dq_c += scale * gq
-        dk_c -= b[:, None] * gk
-        dw_c = gw
-    dw_c += tl.dot(tl.trans(gqw_d), qq, input_precision=PREC) + tl.dot(tl.trans(gkw_d), kk, input_precision=PREC)
+    dq_c, dk_c, dw_c = _key_grads(dS, dA, gq, gk, gw, qq, kk, ww, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
     db_c = db + tl.sum(dA * Araw, axis=1)
     rows = (t0 + o_t) * H + i_h
     m_tk = m_t[:, None] & m_k[None, :]
@@ -492,19 +523,8 @@ def state_bwd_grads_kernel(
     tl.store(dw + rows[:, None] * K + o_k[None, :], dw_c, mask=m_tk)
     tl.store(dbeta + rows, db_c, mask=m_t)
     if USE_G:
-        dlam = scale * e * tl.sum(qq.to(tl.float32) * gq, axis=1)
-        SdS = S * dS
-        dlam += tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0)
-        AdA = b[:, None] * Araw * dA
-        dlam += tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0)
-        dlam -= b * e * dlk
-        X = tl.sum(en_e[:, None] * gw * ww.to(tl.float32), axis=1)
-        dlam -= X
-        dlam_n = tl.sum(X, axis=0) + tl.exp(lam_n) * tl.sum(hdh, axis=0)
-        dlam += tl.where(o_t == (t1 - t0 - 1), dlam_n, 0.0)
-        dlam = tl.where(m_t, dlam, 0.0)
-        # λ_i = Σ_{j≤i} g_j  ⇒  dg_j = Σ_{i≥j} dλ_i
-        dgc = tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
+        dgc = _dg_of_chunk(S, dS, Araw, dA, qq, gq, gw, ww, b, e, en_e, e * dlk, hdh, lam_n, 1.0, scale, t0, t1, m_t,
+                           BT)
         tl.store(dg + rows, dgc, mask=m_t)
 
 
@@ -591,28 +611,10 @@ def state_bwd_grads_stored_kernel(
         Araw = tl.where(strict, kw * gam, 0.0)
     else:
         Araw = tl.where(strict, kw, 0.0)
-    if USE_G:
-        gqw = dS * gam
-        gkw = b[:, None] * dA * gam
-    else:
-        gqw = dS
-        gkw = b[:, None] * dA
-    gqw_d = gqw.to(DT)
-    gkw_d = gkw.to(DT)
     qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    dq_c = tl.dot(gqw_d, wo, input_precision=PREC)
-    dk_c = tl.dot(gkw_d, wo, input_precision=PREC)
-    if USE_G:
-        dq_c += scale * e[:, None] * gq
-        dk_c -= (b * e)[:, None] * gk
-        dw_c = en_e[:, None] * gw
-    else:
-        dq_c += scale * gq
-        dk_c -= b[:, None] * gk
-        dw_c = gw
-    dw_c += tl.dot(tl.trans(gqw_d), qo, input_precision=PREC) + tl.dot(tl.trans(gkw_d), ko, input_precision=PREC)
+    dq_c, dk_c, dw_c = _key_grads(dS, dA, gq, gk, gw, qo, ko, wo, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
     rows = (t0 + o_t) * H + i_h
     m_tk = m_t[:, None] & m_ko[None, :]
     tl.store(dq + rows[:, None] * K + o_ko[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
@@ -622,17 +624,6 @@ def state_bwd_grads_stored_kernel(
         tl.store(dbeta + rows, db + tl.sum(dA * Araw, axis=1), mask=m_t)
     if USE_G:
         # this key block's sums over key columns; the value-only terms once, in the first block
-        first = (i_kb == 0).to(tl.float32)
-        dlam = scale * e * tl.sum(qo.to(tl.float32) * gq, axis=1)
-        SdS = S * dS
-        dlam += first * (tl.sum(SdS, axis=1) - tl.sum(SdS, axis=0))
-        AdA = b[:, None] * Araw * dA
-        dlam += first * (tl.sum(AdA, axis=1) - tl.sum(AdA, axis=0) - b * dlk)
-        X = tl.sum(en_e[:, None] * gw * wo.to(tl.float32), axis=1)
-        dlam -= X
-        dlam_n = tl.sum(X, axis=0) + tl.exp(lam_n) * tl.sum(hdh, axis=0)
-        dlam += tl.where(o_t == (t1 - t0 - 1), dlam_n, 0.0)
-        dlam = tl.where(m_t, dlam, 0.0)
-        # λ_i = Σ_{j≤i} g_j  ⇒  dg_j = Σ_{i≥j} dλ_i
-        dgc = tl.sum(tl.where(incl, dlam[:, None], 0.0), axis=0)
+        dgc = _dg_of_chunk(S, dS, Araw, dA, qo, gq, gw, wo, b, e, en_e, dlk, hdh, lam_n, (i_kb == 0).to(tl.float32),
+                           scale, t0, t1, m_t, BT)
         tl.store(dgp + i_kb.to(tl.int64) * T * H + rows, dgc, mask=m_t)
