@@ -28,13 +28,13 @@ from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
 from .state import (state_bwd_dh_kernel, state_bwd_grads_kernel, state_bwd_grads_stored_kernel, state_bwd_kernel,
                     state_fwd_kernel)
-from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype
+from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype, env_int
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
 L2NORM_EPS = 1e-6
 
 
-_ENV = lambda name, default: int(os.environ.get(name, default))
+_ENV = env_int
 
 
 def _state_bwd_mode() -> str:
@@ -268,6 +268,11 @@ def _chunk_bwd(aux, do, dhT, ddT):
             deta.sum(0), d_dp, None if h0 is None else dh0.to(h0.dtype), None if d0 is None else dd0.to(d0.dtype))
 
 
+# tensors the forward saves for the backward, by their names in ``_chunk_fwd``'s aux (None where not used)
+_SAVED = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
+          "offs_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx")
+
+
 class ChunkOSDNFunction(torch.autograd.Function):
     """Triton forward and backward of C1–C3 on packed inputs [1, T, H, *]."""
 
@@ -278,9 +283,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         o, hT, dT, aux = _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host,
                                     output_final_state, chunk_size, store)
         if store:
-            ctx.save_for_backward(q, k, v, beta, g, alpha, aux["eta"], aux["d_prior"], h0, d0, aux["w"],
-                                  aux["dprev"], aux["Md"], aux["Dc"], aux["idx_d"], aux["offs_d"], aux["M"], aux["hbuf"],
-                                  aux["vrbuf"], aux["cu"], aux["offs"], aux["idx"])
+            ctx.save_for_backward(*(aux[n] for n in _SAVED))
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
                                              "bwd_mode")}
         return o, hT, dT
@@ -294,9 +297,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dhT, ddT):
-        names = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
-                 "offs_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx")
-        aux = dict(zip(names, ctx.saved_tensors))
+        aux = dict(zip(_SAVED, ctx.saved_tensors))
         aux.update(ctx.meta)
         return _chunk_bwd(aux, do, dhT, ddT) + (None,) * 6
 

@@ -51,18 +51,12 @@ A NaN gate gives NaN ratios (it propagates, spec §6). Without α all ratios are
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from .utils import chunk_index_tensors
+from .utils import chunk_index_tensors, env_int as _env
 from .wy import _chunk_rows, _unit_lower_inverse
-
-
-def _env(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,6 +247,13 @@ def _gate_last(alpha, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, HAS_ALPHA:
 
 
 @triton.jit
+def _carry_w(Mi, u, dp, et, gam, delta):
+    """w = η M_d (a − Γ ⊙ U δ⁰) of C1 (a = ρ(d°) = 1 − U d°, E7), [BT]: the learner's steps of one chunk."""
+    rhs = et * (1.0 - tl.sum(u * dp[None, :], axis=1) - gam * tl.sum(u * delta[None, :], axis=1))
+    return tl.sum(Mi * rhs[None, :], axis=1)
+
+
+@triton.jit
 def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr,
                BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
     """One chunk of C1 from the deviation δ⁰ entering it: every iterate inside the chunk.
@@ -264,8 +265,7 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
     kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
     a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
     Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-    rhs = et * (1.0 - tl.sum(u * dp[None, :], axis=1) - gam * tl.sum(u * delta[None, :], axis=1))
-    wv = tl.sum(Mi * rhs[None, :], axis=1)
+    wv = _carry_w(Mi, u, dp, et, gam, delta)
     dev = tl.dot(Rx, wv[:, None] * uh, input_precision=PREC) + gamx[:, None] * delta[None, :]  # δ_{i-1}
     dev = tl.where(m_t[:, None], dev, 0.0)
     if HAS_ALPHA:
@@ -337,8 +337,7 @@ def dscan_chunk_fwd_kernel(
         kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
         gam, rn, gam_n = _gate_last(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
         Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-        rhs = et * (1.0 - tl.sum(u * dp[None, :], axis=1) - gam * tl.sum(u * delta[None, :], axis=1))
-        wv = tl.sum(Mi * rhs[None, :], axis=1)
+        wv = _carry_w(Mi, u, dp, et, gam, delta)
         delta = gam_n * delta + tl.sum((rn * wv)[:, None] * uh, axis=0)
     if STORE_DT:
         tl.store(dT + (i_n * H + i_h) * K + o_k, dp + delta, mask=m_k)

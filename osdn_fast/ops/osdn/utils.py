@@ -12,6 +12,11 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def env_int(name: str, default: int) -> int:
+    """An integer kernel setting from the environment (A/B switches such as OSDN_DSCAN_CHUNK), else ``default``."""
+    return int(os.environ.get(name, default))
+
+
 def dot_dtype(dtype: torch.dtype):
     """Operand dtype of tl.dot for inputs of ``dtype``: the input's own on a GPU for fp16/bf16, else fp32.
 
