@@ -67,6 +67,14 @@ for name, env in CONFIGS:
     with torch.no_grad():
         tf = do_bench(lambda: chunk_osdn(q, k, v, beta, eta=0.5)[0], warmup=25, rep=100, return_mode="median")
     tfb = do_bench(fb, warmup=25, rep=100, grad_to_none=[q, k, v, beta], return_mode="median")
+    for x in (q, k, v, beta):
+        x.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fb()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fb()
         torch.cuda.synchronize()
@@ -74,7 +82,7 @@ for name, env in CONFIGS:
     for ev in prof.key_averages():
         if ev.device_type == torch.autograd.DeviceType.CUDA and "kernel" in ev.key and "at::" not in ev.key:
             kern[ev.key] = round(ev.device_time_total / 1e3, 3)
-    row = dict(config=name, env=env, fwd_ms=tf, fwdbwd_ms=tfb, max_grad_diff=max(diff.values()), diff=diff,
+    row = dict(config=name, env=env, fwd_ms=tf, fwdbwd_ms=tfb, peak_mib=peak, max_grad_diff=max(diff.values()), diff=diff,
                kernels=kern, card=torch.cuda.get_device_name(0))
     print(json.dumps(row), flush=True)
     rows.append(row)
@@ -85,12 +93,23 @@ if os.environ.get("AB_FLA") == "1":  # the fla DeltaNet baseline of `osdn bench`
             tf = do_bench(lambda: chunk_delta_rule(q, k, v, beta)[0], warmup=25, rep=100, return_mode="median")
         tfb = do_bench(lambda: chunk_delta_rule(q, k, v, beta)[0].backward(do), warmup=25, rep=100,
                        grad_to_none=[q, k, v, beta], return_mode="median")
-        row = dict(config="fla chunk_delta_rule", env={}, fwd_ms=tf, fwdbwd_ms=tfb, max_grad_diff=float("nan"),
+        for x in (q, k, v, beta):
+            x.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        chunk_delta_rule(q, k, v, beta)[0].backward(do)
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        row = dict(config="fla chunk_delta_rule", env={}, fwd_ms=tf, fwdbwd_ms=tfb, peak_mib=peak,
+                   max_grad_diff=float("nan"),
                    card=torch.cuda.get_device_name(0))
         print(json.dumps(row), flush=True)
         rows.append(row)
     except Exception as e:
         print(json.dumps(dict(config="fla", error=str(e)[:300])), flush=True)
-print(f"\n| config | env | fwd ms | fwd+bwd ms | max grad diff vs {CONFIGS[0][0]} (gated, APF, h0) |\n|---|---|---|---|---|")
+print(f"\n| config | env | fwd ms | fwd+bwd ms | peak MiB (fwd+bwd) | max grad diff vs {CONFIGS[0][0]} (gated, APF, h0) |"
+      "\n|---|---|---|---|---|---|")
 for r_ in rows:
-    print(f"| {r_['config']} | {r_['env']} | {r_['fwd_ms']:.3f} | {r_['fwdbwd_ms']:.3f} | {r_['max_grad_diff']:.1e} |")
+    print(f"| {r_['config']} | {r_['env']} | {r_['fwd_ms']:.3f} | {r_['fwdbwd_ms']:.3f} | {r_['peak_mib']:.0f} | "
+          f"{r_['max_grad_diff']:.1e} |")

@@ -79,11 +79,12 @@ def test_unknown_state_backward_mode_is_refused(monkeypatch):
         compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
 
 
-def test_split_state_backward_is_the_default(monkeypatch):
-    """Without OSDN_STATE_BWD the split kernels run and the fused one does not."""
+def test_stored_state_backward_is_the_default(monkeypatch):
+    """Without OSDN_STATE_BWD the serial dh walk and the stored-operand gradient kernel run, and neither the fused
+    kernel nor the recomputing gradient kernel does."""
     monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
     launched = []
-    for name in ("state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel"):
+    for name in ("state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel", "state_bwd_grads_stored_kernel"):
         kern = getattr(chunk_mod, name)
 
         class Spy:
@@ -97,4 +98,4 @@ def test_split_state_backward_is_the_default(monkeypatch):
         monkeypatch.setattr(chunk_mod, name, Spy(kern, name))
     kw = realistic_problem(B=1, T=20, H=1, K=8, V=8, seed=2, full=True)
     compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    assert launched == ["state_bwd_dh_kernel", "state_bwd_grads_kernel"]
+    assert launched == ["state_bwd_dh_kernel", "state_bwd_grads_stored_kernel"]

@@ -38,11 +38,12 @@ _ENV = env_int
 
 
 def _state_bwd_mode() -> str:
-    """Which C3 backward runs: ``split`` (default: serial dh walk + chunk-parallel gradients recomputing U and dR),
-    ``stored`` (the forward stores R = V − e^λ K h⁰ and the dh walk stores dR, so the gradient kernel splits its key
-    columns over programs; an experiment, not yet measured on a GPU) or ``fused`` (one serial kernel; A/B only).
-    Env OSDN_STATE_BWD."""
-    mode = os.environ.get("OSDN_STATE_BWD", "split")
+    """Which C3 backward runs: ``stored`` (default: the forward stores R = V − e^λ K h⁰ and the serial dh walk stores
+    dR, so the chunk-parallel gradient kernel splits its key columns over programs without recomputing them;
+    fwd+bwd 7.86 → 7.11 ms at (8, 4096, 16, 128) bf16 on an H200, reports/gpu-run-NVIDIA-H200-run5.log),
+    ``split`` (serial dh walk + chunk-parallel gradients recomputing U and dR over all K; less memory) or ``fused``
+    (one serial kernel; A/B only). Env OSDN_STATE_BWD."""
+    mode = os.environ.get("OSDN_STATE_BWD", "stored")
     if mode not in ("split", "stored", "fused"):
         raise ValueError(f"OSDN_STATE_BWD: expected 'split', 'stored' or 'fused', got {mode!r}")
     return mode
@@ -90,10 +91,11 @@ def _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host):
                 d_prior=d_prior.contiguous(), h0=h0, d0=d0)
 
 
-def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC):
+def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=torch.float32):
     """M [1, T, H, BT] = (I + A)^{-1} of every chunk (C3): the 16×16 blocked solve for BT ≤ 64, row by row
-    for BT = 128. ``idx`` [NT, 2] are the (sequence, chunk) pairs of :func:`chunk_indices`."""
-    M = torch.empty(1, k.shape[1], H, BT, device=k.device, dtype=torch.float32)
+    for BT = 128, computed in float32 and stored in ``out_dtype``. ``idx`` [NT, 2] are the (sequence, chunk) pairs
+    of :func:`chunk_indices`."""
+    M = torch.empty(1, k.shape[1], H, BT, device=k.device, dtype=out_dtype)
     blocked = BT <= 64 and os.environ.get("OSDN_WY", "blocked") != "rows"  # OSDN_WY=rows: A/B benchmarks
     if blocked:
         # float32 operands for the 16×16 tile products: Triton 3.6 on H100 mis-compiled narrow 16-bit dots
@@ -123,7 +125,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
         # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128); blocks of >= 64 are correct.
         BK = max(64, BK)
-        BV = max(64, BV) if BK <= 128 else 64
+        BV = _ENV("OSDN_BV16", max(64, BV) if BK <= 128 else 64)  # env: A/B of narrower blocks on a GPU
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
     idx, offs, NT = chunk_index_tensors(cu_host, BT, q.device)
     dev = q.device
@@ -148,7 +150,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
             k, beta, alpha, P["eta"], P["d_prior"], d0, cu, cu_host, d_min, d_max, DC, DW, PREC,
             store_dT=output_final_state)
     # C3: UT transform per chunk
-    M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC)
+    # stored in the 16-bit input dtype for 16-bit inputs: every use is a state-kernel dot on M cast to that dtype
+    M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=_state_store_dtype(v.dtype))
     # C3: state walk
     o = torch.empty_like(v)
     # chunk-start states for the backward, in the 16-bit input dtype for 16-bit inputs (the backward's dots round

@@ -519,7 +519,8 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         )
     dscan_chunk_fwd_kernel[(N, H)](
         k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4),
+        num_stages=_env("OSDN_DSCAN_SER_STAGES", 1),
     )
     if NT > 0:
         dscan_chunk_out_kernel[(NT, H)](
@@ -556,7 +557,8 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         )
     dscan_chunk_bwd_walk_kernel[(N, H)](
         k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_DDT=ddT is not None, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+        HAS_DDT=ddT is not None, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4),
+        num_stages=_env("OSDN_DSCAN_SER_STAGES", 1),
     )
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](

@@ -84,7 +84,7 @@ def wy_inverse_kernel(
     strict = o_t[:, None] > o_t[None, :]
     A = tl.where(strict, b[:, None] * kw * tl.exp(tl.where(strict, lam[:, None] - lam[None, :], 0.0)), 0.0)
     Mi = _unit_lower_inverse(A, BT)
-    tl.store(M + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], Mi, mask=m_t[:, None])
+    tl.store(M + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], Mi.to(M.dtype.element_ty), mask=m_t[:, None])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def _store_block(M, blk, t0, t1, a, b, i_h, H: tl.constexpr, BT: tl.constexpr):
     """Store M_ab at rows t0 + 16a … (rows past t1 are not stored), columns 16b … of M [T, H, BT]."""
     o = tl.arange(0, 16)
     r = t0 + 16 * a + o
-    tl.store(M + (r[:, None] * H + i_h) * BT + 16 * b + o[None, :], blk, mask=(r < t1)[:, None])
+    tl.store(M + (r[:, None] * H + i_h) * BT + 16 * b + o[None, :], blk.to(M.dtype.element_ty), mask=(r < t1)[:, None])
 
 
 @triton.jit
