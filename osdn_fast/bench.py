@@ -151,9 +151,9 @@ def _render(meta: Dict, cases: List[Dict], dec: Optional[Dict], brk: List[Dict],
         kn = meta["kernels"]
         scan_c = kn.get("dscan_chunk")
         if scan_c and kn["dscan"] == "chunk":
-            lines += ["d-scan chunk per K: " + ", ".join(f"K={K}: {c}" for K, c in scan_c.items()) + "; state chunk 64.", ""]
+            lines += ["d-scan chunk per shape: " + ", ".join(f"{K}: {c}" for K, c in scan_c.items()) + "; state chunk 64.", ""]
         lines += [f"OSDN kernels: d-scan `{kn['dscan']}`, state backward `{kn['state_bwd']}`, UT inverse `{kn['wy']}` "
-                  "(env OSDN_DSCAN=token, OSDN_STATE_BWD=fused, OSDN_WY=rows select the earlier kernels).", ""]
+                  "(env OSDN_DSCAN=token, OSDN_STATE_BWD=split/fused, OSDN_WY=rows select the earlier kernels).", ""]
     if meta.get("note"):
         lines += [meta["note"], ""]
     lines += ["| B, T, H, K=V | OSDN fwd ms | fla fwd ms | ratio | OSDN fwd+bwd ms | fla fwd+bwd ms | ratio | "
@@ -212,11 +212,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import triton
     meta = dict(card=card, torch=torch.__version__, triton=triton.__version__, python=platform.python_version())
     import os
+    from osdn_fast.ops.osdn.chunk import _state_bwd_mode, dscan_chunking
     meta["kernels"] = dict(dscan=os.environ.get("OSDN_DSCAN", "chunk"),
-                           state_bwd=os.environ.get("OSDN_STATE_BWD", "split"),
+                           state_bwd=_state_bwd_mode(),
                            wy=os.environ.get("OSDN_WY", "blocked"))
-    from osdn_fast.ops.osdn.chunk import dscan_chunking
-    meta["kernels"]["dscan_chunk"] = {K: dscan_chunking(K)[0] for K in sorted({s[3] for s in SHAPES})}
+    meta["kernels"]["dscan_chunk"] = {"x".join(map(str, s)): dscan_chunking(s[3], 64, s[0] * s[2])[0] for s in SHAPES}
     try:
         import fla
         meta["fla"] = getattr(fla, "__version__", "?")

@@ -211,7 +211,7 @@ def _dscan_desc(shapes) -> str:
     from osdn_fast.ops.osdn.chunk import dscan_chunking
     if os.environ.get("OSDN_DSCAN", "chunk") == "token":
         return "token-serial"
-    return f"chunk form, scan chunk {dscan_chunking(shapes['K'])[0]}"
+    return f"chunk form, scan chunk {dscan_chunking(shapes['K'], 64, shapes['B'] * shapes['H'])[0]}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -57,16 +57,21 @@ def _dscan_mode() -> str:
     return mode
 
 
-def dscan_chunking(K: int, BT: int = 64):
-    """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K and state chunk BT.
+def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
+    """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K, state chunk BT and NH (sequence,
+    head) pairs.
 
     The warps are those of the chunk-parallel kernels (the two serial carries use 4, env OSDN_DSCAN_FWD_WARPS).
-    32 tokens and 4 warps for K > 64, 16 and 2 for K <= 64: fastest forward+backward in a same-run GPU A/B
-    (reports/gpu-run-NVIDIA-H200-run4.log, first call; 8 warps, which avoid the register spills an offline sm_90 compile shows
-    at 4, were slower). Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
+    16 tokens and 2 warps for K <= 64 or when NH >= 64 serial carries run side by side; 32 and 4 for K > 64 with
+    few long sequences, where the carry (one step per scan chunk) dominates. From a same-run GPU A/B
+    (reports/gpu-run-NVIDIA-H200-run4.log, first call): fwd+bwd at (8, 4096, 16, 128) 7.49 ms at 16 / 2, 7.76 at
+    32 / 4, 8.85 at 32 / 8; 16 / 2 best at K = 64; 32 / 4 the default for (1, 32768, 16, 128). 8 warps, which
+    avoid the register spills an offline sm_90 compile shows at 4, were slower. Env OSDN_DSCAN_CHUNK /
+    OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
     """
-    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if K <= 64 else 32))
-    DW = _ENV("OSDN_DSCAN_WARPS", 2 if K <= 64 else 4)
+    small = K <= 64 or NH >= 64
+    DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if small else 32))
+    DW = _ENV("OSDN_DSCAN_WARPS", 2 if small else 4)
     if DC not in (16, 32, 64, 128):
         raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
     return DC, DW
@@ -99,7 +104,7 @@ def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=torch.
     blocked = BT <= 64 and os.environ.get("OSDN_WY", "blocked") != "rows"  # OSDN_WY=rows: A/B benchmarks
     if blocked:
         # float32 operands for the 16×16 tile products: Triton 3.6 on H100 mis-compiled narrow 16-bit dots
-        # (see state_fwd below); the write keys are float32 anyway.
+        # (see state_fwd below).
         wy_inverse_blocked_kernel[(idx.shape[0], H)](
             k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=tl.float32,
             PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=1,
@@ -134,7 +139,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     dT = None
     dsaved = dict(Md=None, Dc=None, idx=None, offs=None)
     dprev = None
-    DC, DW = dscan_chunking(K, BT)
+    DC, DW = dscan_chunking(K, BT, N * H)
     if _dscan_mode() == "token":
         w = torch.empty(1, T, H, K, device=dev, dtype=f32)
         dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
@@ -145,10 +150,12 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
             STORE_DT=output_final_state, num_warps=1,
         )
     else:
-        # serial work is only the chunk-to-chunk carry; write keys and M_d are built for all chunks at once
+        # serial work is only the chunk-to-chunk carry; write keys and M_d are built for all chunks at once.
+        # The write keys are stored in the 16-bit input dtype for 16-bit inputs (the state kernels' dots round
+        # them to it; half the traffic of every kernel that reads them and 128 MiB at (8, 4096, 16, 128))
         w, dsaved, dT, _ = dscan_chunk_forward(
             k, beta, alpha, P["eta"], P["d_prior"], d0, cu, cu_host, d_min, d_max, DC, DW, PREC,
-            store_dT=output_final_state)
+            store_dT=output_final_state, w_dtype=_state_store_dtype(v.dtype))
     # C3: UT transform per chunk
     # stored in the 16-bit input dtype for 16-bit inputs: every use is a state-kernel dot on M cast to that dtype
     M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=_state_store_dtype(v.dtype))
@@ -227,7 +234,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         state_bwd_dh_kernel[(NV, N * H)](
             q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored, DT=DT,
-            PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 8), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
+            PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
         )
         if NT > 0 and stored:
             BKO = min(BK, 64)  # key columns per program (blocks of >= 64 for 16-bit dots, see _chunk_fwd)

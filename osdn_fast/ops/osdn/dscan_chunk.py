@@ -111,13 +111,42 @@ def _chunk_keys(k, beta, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.c
     m_t = (t0 + o_t) < t1
     kk = _load_rows(k, t0, t1, i_h, H, K, BT, BK)
     b = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+    kk, b, k2, u, uh, s_safe, nz = _keys_of(kk, b)
+    return kk, b, k2, u, uh, s_safe, nz, m_t
+
+
+@triton.jit
+def _keys_of(kr, br):
+    """``_chunk_keys`` from loaded (zero-padded) keys kr [BT, BK] and β br [BT], in any float dtype."""
+    kk = kr.to(tl.float32)
+    b = br.to(tl.float32)
     k2 = kk * kk
     s = tl.sum(k2, axis=1)
     nz = s > 0
     s_safe = tl.where(nz, s, 1.0)
     u = b[:, None] * k2
     uh = tl.where(nz[:, None], u / s_safe[:, None], 0.0)
-    return kk, b, k2, u, uh, s_safe, nz, m_t
+    return kk, b, k2, u, uh, s_safe, nz
+
+
+@triton.jit
+def _carry_loads(k, beta, alpha, Md, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+                 BK: tl.constexpr, HAS_ALPHA: tl.constexpr):
+    """What the serial carries read of rows [t0, t1) (nothing where t1 <= t0): keys [BT, BK] and β, α [BT] in
+    their stored dtypes (α 1 on padded rows, fp32 ones without α), M_d rows [BT, BT]. The carries issue these
+    loads one chunk ahead, so the walk does not wait on memory between its chunks."""
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_t = (t0 + o_t) < t1
+    kr = tl.load(k + ((t0 + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_t[:, None] & (o_k < K)[None, :],
+                 other=0.0)
+    br = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
+    if HAS_ALPHA:
+        ar = tl.load(alpha + (t0 + o_t) * H + i_h, mask=m_t, other=1.0)
+    else:
+        ar = tl.full([BT], 1.0, dtype=tl.float32)
+    mr = tl.load(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+    return kr, br, ar, mr
 
 
 @triton.jit
@@ -222,10 +251,20 @@ def _gate_last(alpha, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, HAS_ALPHA:
     ``_gate_ratios`` computes them (log space, reset counts, sign parity; spec §6).
     """
     o_t = tl.arange(0, BT)
+    if HAS_ALPHA:
+        a = tl.load(alpha + (t0 + o_t) * H + i_h, mask=(t0 + o_t) < t1, other=1.0).to(tl.float32)
+    else:
+        a = tl.full([BT], 1.0, dtype=tl.float32)
+    return _gate_last_of(a, t0, t1, BT, HAS_ALPHA)
+
+
+@triton.jit
+def _gate_last_of(a, t0, t1, BT: tl.constexpr, HAS_ALPHA: tl.constexpr):
+    """``_gate_last`` from the loaded gates a [BT] (float32, 1 on padded rows)."""
+    o_t = tl.arange(0, BT)
     n = t1 - t0 - 1
     last = o_t == n
     if HAS_ALPHA:
-        a = tl.load(alpha + (t0 + o_t) * H + i_h, mask=(t0 + o_t) < t1, other=1.0).to(tl.float32)
         zr = (a == 0.0).to(tl.int32)
         ng = (a < 0.0).to(tl.int32)
         la = tl.log(tl.where(a == 0.0, 1.0, tl.abs(a)))
@@ -330,13 +369,16 @@ def dscan_chunk_fwd_kernel(
         delta = tl.load(d0 + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32) - dp
     else:
         delta = tl.zeros([BK], dtype=tl.float32)
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, bos, tl.minimum(bos + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         tl.store(Dc + ((c_off + c) * H + i_h) * K + o_k, delta, mask=m_k)
-        kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
-        gam, rn, gam_n = _gate_last(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-        Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
+        kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
+        gam, rn, gam_n = _gate_last_of(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        Mi = mr.to(tl.float32)
+        # the next chunk's loads (none past the end), issued before this chunk's dependent arithmetic
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
         wv = _carry_w(Mi, u, dp, et, gam, delta)
         delta = gam_n * delta + tl.sum((rn * wv)[:, None] * uh, axis=0)
     if STORE_DT:
@@ -351,14 +393,15 @@ def dscan_chunk_out_kernel(
 ):
     """Write keys of every chunk at once (C1, C2); grid (NT, H), one program per (global chunk, head).
 
-    From the entering deviation Dc: w = K̃ = clip(d̄_{t-1}, d_min, d_max) ⊙ k_t [T, H, K] (fp32, E2, E3) and,
+    From the entering deviation Dc: w = K̃ = clip(d̄_{t-1}, d_min, d_max) ⊙ k_t [T, H, K] (E2, E3; computed in fp32,
+    stored in w's dtype) and,
     when STORE_DPREV, dprev = d_{t-1} [T, H, K] (the learner's iterate before APF, E1; used by tests).
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
     if STORE_DPREV:
         _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
-    _store_rows(w, _clip(dbar, d_min, d_max) * kk, t0, t1, i_h, H, K, BT, BK)
+    _store_rows(w, (_clip(dbar, d_min, d_max) * kk).to(w.dtype.element_ty), t0, t1, i_h, H, K, BT, BK)
 
 
 @triton.jit
@@ -402,19 +445,26 @@ def dscan_chunk_bwd_walk_kernel(
     else:
         z = tl.zeros([BK], dtype=tl.float32)
     nc = tl.cdiv(eos - bos, BT)
+    t0 = bos + (nc - 1) * BT
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, eos, i_h, H, K, BT, BK, HAS_ALPHA)
+    g0 = tl.load(G0 + ((c_off + nc - 1) * H + i_h) * K + o_k, mask=m_k & (o_k * 0 + nc > 0), other=0.0)
     for cc in range(0, nc):
         c = nc - 1 - cc
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         st = ((c_off + c) * H + i_h) * K + o_k
         tl.store(Zc + st, z, mask=m_k)
-        kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
-        gam, rn, gam_n = _gate_last(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-        Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
+        kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
+        gam, rn, gam_n = _gate_last_of(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        Mi = mr.to(tl.float32)
+        g0c = g0
+        # the previous chunk's loads (a full chunk; none before the first), issued ahead of this chunk's arithmetic
+        tp1 = tl.where(c > 0, t0, t0 - BT)
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0 - BT, tp1, i_h, H, K, BT, BK, HAS_ALPHA)
+        g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
         x = rn * tl.sum(uh * z[None, :], axis=1)
         s1 = tl.sum(Mi * x[:, None], axis=0)
-        g0 = tl.load(G0 + st, mask=m_k, other=0.0)
-        z = g0 + gam_n * z - et * tl.sum((gam * s1)[:, None] * u, axis=0)
+        z = g0c + gam_n * z - et * tl.sum((gam * s1)[:, None] * u, axis=0)
     tl.store(dd0 + (i_n * H + i_h) * K + o_k, z, mask=m_k)
 
 
@@ -489,13 +539,13 @@ def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: 
 # ---------------------------------------------------------------------------------------------------------------
 
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
-                        store_dT=True, store_dprev=False):
+                        store_dT=True, store_dprev=False, w_dtype=torch.float32):
     """C1, C2 forward on packed inputs [1, T, H, *]: prep (M_d, chunk-parallel) → serial carry → write keys
     (chunk-parallel).
 
     Returns
     -------
-    w : float32 [1, T, H, K]          write keys K̃ (C2)
+    w : [1, T, H, K]                  write keys K̃ (C2), computed in float32, stored in ``w_dtype``
     saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs: what the
                                       backward needs
     dT : float32 [N, H, K] or None    d_T
@@ -509,7 +559,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     ha = alpha is not None
     Md = torch.empty(1, T, H, C, device=dev, dtype=f32)
     Dc = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
-    w = torch.empty(1, T, H, K, device=dev, dtype=f32)
+    w = torch.empty(1, T, H, K, device=dev, dtype=w_dtype)
     dT = torch.empty(N, H, K, device=dev, dtype=f32) if store_dT else None
     dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store_dprev else None
     if NT > 0:
