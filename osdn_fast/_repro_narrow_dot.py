@@ -5,6 +5,12 @@ Seen in this project: ``state_fwd_kernel`` with value blocks of 16/32 columns (H
 memory access). Blocks of >= 64 columns work, so the kernels use them; 32-column blocks would double the
 programs of the serial state kernels (osdn_fast/NOTES.md, next steps).
 
+Result (H200, triton 3.6, reports/gpu-run-NVIDIA-H200-run5.log, call 1): every case below that ran computes
+correctly (relative error <= 3e-7): N = 32 and 16 for all four patterns, bf16 and fp16, 4 and 8 warps (of N = 64
+only three cases before the stage's time limit), while the whole chunk path with 32-column value blocks (OSDN_BV16=32) faulted
+again in the same session (call 2). The fault needs more of the kernels' context than one dot; the next
+reduction would add their other dots, masks and loop-carried state.
+
 This script runs the dot shapes those kernels use, one (pattern, N, dtype) per subprocess (a fault poisons the
 CUDA context), each on a 64-row tile with 4 or 8 warps, and compares with torch in float32:
 

@@ -42,8 +42,10 @@ for st in "$@"; do
       timeout ${T_KT:-200} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_state_bwd.py \
         tests/test_fast_dscan_chunk.py -k "state_bwd or named or unstable" 2>&1 | tee -a "$LOG" ;;
     abdscan)
-      say "d-scan A/B: token-serial vs chunk form at scan chunk 64/32/16 and 4/8 warps (osdn_fast/_ab_dscan.py)"
-      timeout ${T_AB:-300} python3 osdn_fast/_ab_dscan.py 2>&1 | tee -a "$LOG" ;;
+      say "d-scan A/B at the three bench shapes: the defaults vs token-serial and scan chunk 32/16 (osdn_fast/_ab_env.py)"
+      AB_SHAPES="8,4096,16,128;1,32768,16,128;16,2048,32,64" timeout ${T_AB:-300} python3 osdn_fast/_ab_env.py \
+        default= token=OSDN_DSCAN=token c32w4=OSDN_DSCAN_CHUNK=32,OSDN_DSCAN_WARPS=4 \
+        c16w2=OSDN_DSCAN_CHUNK=16,OSDN_DSCAN_WARPS=2 2>&1 | tee -a "$LOG" ;;
     abenv)
       say "A/B of env-selected kernel settings (osdn_fast/_ab_env.py): ${AB_CONFIGS}"
       timeout ${T_AB:-300} python3 osdn_fast/_ab_env.py ${AB_CONFIGS} 2>&1 | tee -a "$LOG" ;;

@@ -65,8 +65,9 @@ def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
     16 tokens and 2 warps for K <= 64 or when NH >= 64 serial carries run side by side; 32 and 4 for K > 64 with
     few long sequences, where the carry (one step per scan chunk) dominates. From a same-run GPU A/B
     (reports/gpu-run-NVIDIA-H200-run4.log, first call): fwd+bwd at (8, 4096, 16, 128) 7.49 ms at 16 / 2, 7.76 at
-    32 / 4, 8.85 at 32 / 8; 16 / 2 best at K = 64; 32 / 4 the default for (1, 32768, 16, 128). 8 warps, which
-    avoid the register spills an offline sm_90 compile shows at 4, were slower. Env OSDN_DSCAN_CHUNK /
+    32 / 4, 8.85 at 32 / 8; 16 / 2 best at K = 64; 32 / 4 the default for (1, 32768, 16, 128). Rechecked
+    with the prefetching carries (run5 log, call 4): 5.39 ms at 16 / 2 vs 5.82 at 32 / 4 at (8, 4096, 16, 128), the
+    bench's choice at (1, 32768, 16, 128) unmeasured against 16 / 2 in that run. 8 warps, which avoid the register spills an offline sm_90 compile shows at 4, were slower. Env OSDN_DSCAN_CHUNK /
     OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
     """
     small = K <= 64 or NH >= 64
@@ -128,7 +129,9 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     BV = _bv(BK, V)
     if DT is not tl.float32:
         # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
-        # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128); blocks of >= 64 are correct.
+        # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128), and on an H200 an illegal memory
+        # access (OSDN_BV16=32, reports/gpu-run-NVIDIA-H200-run5.log, call 2), although the same dot shapes alone
+        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct.
         BK = max(64, BK)
         BV = _ENV("OSDN_BV16", max(64, BV) if BK <= 128 else 64)  # env: A/B of narrower blocks on a GPU
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
