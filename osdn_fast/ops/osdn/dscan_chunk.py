@@ -445,8 +445,8 @@ def dscan_chunk_bwd_walk_kernel(
     else:
         z = tl.zeros([BK], dtype=tl.float32)
     nc = tl.cdiv(eos - bos, BT)
-    t0 = bos + (nc - 1) * BT
-    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, eos, i_h, H, K, BT, BK, HAS_ALPHA)
+    t0 = bos + (nc - 1) * BT  # the last chunk; for an empty sequence nothing is read (rows [t0, t0))
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, eos, t0), i_h, H, K, BT, BK, HAS_ALPHA)
     g0 = tl.load(G0 + ((c_off + nc - 1) * H + i_h) * K + o_k, mask=m_k & (o_k * 0 + nc > 0), other=0.0)
     for cc in range(0, nc):
         c = nc - 1 - cc
