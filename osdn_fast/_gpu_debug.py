@@ -12,7 +12,8 @@ B, T, H = 1, 256, 2
 # wrap kernels to sync after each launch
 import osdn_fast.ops.osdn.dscan_chunk as DC
 for mod, name in [(C, n) for n in ("dscan_fwd_kernel", "wy_inverse_kernel", "wy_inverse_blocked_kernel",
-                                   "state_fwd_kernel", "state_bwd_kernel", "state_bwd_dh_kernel",
+                                   "state_fwd_kernel", "state_out_kernel", "state_bwd_dul_kernel",
+                                   "state_bwd_kernel", "state_bwd_dh_kernel",
                                    "state_bwd_grads_kernel", "state_bwd_grads_stored_kernel", "dscan_bwd_kernel")] + \
         [(DC, n) for n in ("dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "dscan_chunk_out_kernel",
                            "dscan_chunk_bwd_pre_kernel", "dscan_chunk_bwd_walk_kernel", "dscan_chunk_bwd_kernel",

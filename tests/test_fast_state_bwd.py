@@ -99,3 +99,38 @@ def test_stored_state_backward_is_the_default(monkeypatch):
     kw = realistic_problem(B=1, T=20, H=1, K=8, V=8, seed=2, full=True)
     compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     assert launched == ["state_bwd_dh_kernel", "state_bwd_grads_stored_kernel"]
+
+
+@pytest.mark.parametrize("gated,mode", [(False, "stored"), (True, "stored"), (True, "split")])
+def test_lean_state_walks_equal_the_full_walks(monkeypatch, gated, mode):
+    """OSDN_STATE_WALK=lean (the forward walk without the output, ``state_out_kernel`` forming it for all chunks;
+    the dh walk reading scale Sᵀ dO from ``state_bwd_dul_kernel``) gives the full walks' outputs, final state and
+    every gradient: float32 within 1e-6 (scaled), K and V over several blocks, packed sequences with an empty one."""
+    kw = _packed_problem(gated, 67, 130)
+    monkeypatch.setenv("OSDN_STATE_BWD", mode)
+    monkeypatch.setenv("OSDN_STATE_WALK", "full")
+    _, full, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    monkeypatch.setenv("OSDN_STATE_WALK", "lean")
+    errs, lean, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn lean walks ({mode} state bwd)")
+    names = [n for n in full if n in lean]
+    assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
+    for n in names:
+        scale = max(1.0, float(np.max(np.abs(ref[n]))))
+        diff = float(np.max(np.abs(lean[n] - full[n]))) / scale
+        assert diff <= 1e-6, f"{n}: lean vs full walks differ by {diff:.3e} (scaled)"
+
+
+def test_lean_state_walks_float16_within_bounds(monkeypatch):
+    """With 16-bit inputs the lean walks round U and scale Sᵀ dO to float16 between kernels: within the float16
+    bounds against the float64 reference."""
+    monkeypatch.setenv("OSDN_STATE_WALK", "lean")
+    errs, _, _ = compare_mode(monkeypatch, "stored", _packed_problem(True, 67, 70), torch.float16)
+    assert_within(errs, torch.float16, BACKEND, what="chunk_osdn lean walks, float16")
+
+
+def test_unknown_state_walk_is_refused(monkeypatch):
+    monkeypatch.setenv("OSDN_STATE_WALK", "skinny")
+    kw = realistic_problem(B=1, T=5, H=1, K=4, V=4, seed=0, full=False)
+    with pytest.raises(ValueError, match="OSDN_STATE_WALK"):
+        compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)

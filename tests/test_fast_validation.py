@@ -15,7 +15,7 @@ from osdn_fast.tolerance import realistic_problem
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ENTRIES = [chunk_osdn, fused_recurrent_osdn]
 KERNELS = {chunk_mod: ("dscan_fwd_kernel", "wy_inverse_kernel", "wy_inverse_blocked_kernel", "state_fwd_kernel",
-                       "state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel",
+                       "state_out_kernel", "state_bwd_dul_kernel", "state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel",
                        "state_bwd_grads_stored_kernel", "dscan_bwd_kernel"),
            dscan_chunk_mod: ("dscan_chunk_prep_kernel", "dscan_chunk_fwd_kernel", "dscan_chunk_out_kernel",
                              "dscan_chunk_bwd_pre_kernel", "dscan_chunk_bwd_walk_kernel", "dscan_chunk_bwd_kernel",

@@ -26,8 +26,8 @@ import triton.language as tl
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
-from .state import (state_bwd_dh_kernel, state_bwd_grads_kernel, state_bwd_grads_stored_kernel, state_bwd_kernel,
-                    state_fwd_kernel)
+from .state import (state_bwd_dh_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel, state_bwd_grads_stored_kernel,
+                    state_bwd_kernel, state_fwd_kernel, state_out_kernel)
 from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype, env_int
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
@@ -49,6 +49,18 @@ def _state_bwd_mode() -> str:
     return mode
 
 
+def _state_walk_lean() -> bool:
+    """Whether the serial state walks are lean (env OSDN_STATE_WALK=lean, an experiment not yet measured on a GPU):
+    the forward walk does only K h⁰, U = M R and the state update and ``state_out_kernel`` forms the output for all
+    chunks at once; the dh walk reads scale Sᵀ dO from ``state_bwd_dul_kernel`` instead of forming S. Fewer products
+    per serial step (3 instead of 6 forward, 4 instead of 6 backward) for long sequences with few heads, at the cost
+    of two chunk-parallel kernels and a transient [T, H, V] buffer. Default ``full``."""
+    mode = os.environ.get("OSDN_STATE_WALK", "full")
+    if mode not in ("full", "lean"):
+        raise ValueError(f"OSDN_STATE_WALK: expected 'full' or 'lean', got {mode!r}")
+    return mode == "lean"
+
+
 def _dscan_mode() -> str:
     """Which preconditioner scan runs: ``chunk`` (C1, default) or ``token`` (token-serial, env OSDN_DSCAN=token)."""
     mode = os.environ.get("OSDN_DSCAN", "chunk")
@@ -65,10 +77,11 @@ def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
     16 tokens and 2 warps for K <= 64 or when NH >= 64 serial carries run side by side; 32 and 4 for K > 64 with
     few long sequences, where the carry (one step per scan chunk) dominates. From a same-run GPU A/B
     (reports/gpu-run-NVIDIA-H200-run4.log, first call): fwd+bwd at (8, 4096, 16, 128) 7.49 ms at 16 / 2, 7.76 at
-    32 / 4, 8.85 at 32 / 8; 16 / 2 best at K = 64; 32 / 4 the default for (1, 32768, 16, 128). Rechecked
-    with the prefetching carries (run5 log, call 4): 5.39 ms at 16 / 2 vs 5.82 at 32 / 4 at (8, 4096, 16, 128), the
-    bench's choice at (1, 32768, 16, 128) unmeasured against 16 / 2 in that run. 8 warps, which avoid the register spills an offline sm_90 compile shows at 4, were slower. Env OSDN_DSCAN_CHUNK /
-    OSDN_DSCAN_WARPS override them. Never longer than the state chunk.
+    32 / 4, 8.85 at 32 / 8; 16 / 2 best at K = 64; 32 / 4 the default for (1, 32768, 16, 128). Rechecked with the
+    prefetching carries (run5 log, call 4): 5.39 ms at 16 / 2 vs 5.82 at 32 / 4 at (8, 4096, 16, 128); 32 / 4 at
+    (1, 32768, 16, 128) not remeasured against 16 / 2 in that run. 8 warps, which avoid the register spills an
+    offline sm_90 compile shows at 4, were slower. Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never
+    longer than the state chunk.
     """
     small = K <= 64 or NH >= 64
     DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if small else 32))
@@ -166,24 +179,32 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     o = torch.empty_like(v)
     # chunk-start states for the backward, in the 16-bit input dtype for 16-bit inputs (the backward's dots round
     # them to it anyway; half the memory of float32, as fla stores its h)
-    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store else None
+    lean = _state_walk_lean()
+    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store or lean else None
     hT = torch.empty(N, H, K, V, device=dev, dtype=f32) if output_final_state else None
     bwd_mode = _state_bwd_mode()
     store_vr = store and bwd_mode == "stored"
     vrbuf = torch.empty(1, T, H, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store_vr else None
+    # the lean walk's U for the output kernel, in the dtype of the output's dot (transient)
+    ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean else None
     state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
-        q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, cu, offs, float(scale),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store,
-        STORE_HT=output_final_state, STORE_VR=store_vr, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_FWD_WARPS", 4),
-        num_stages=_ENV("OSDN_FWD_STAGES", 1),
+        q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, offs, float(scale),
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
+        STORE_HT=output_final_state, STORE_VR=store_vr, LEAN=lean, DT=DT, PREC=PREC,
+        num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=_ENV("OSDN_FWD_STAGES", 1),
     )
+    if lean and NT > 0:
+        state_out_kernel[(NT, H, triton.cdiv(V, BV))](
+            q, w, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
+            DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+        )
     aux = None
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
                    M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
                    d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
-                   bwd_mode=bwd_mode)
+                   bwd_mode=bwd_mode, lean=lean)
     return o, hT, dT, aux
 
 
@@ -232,12 +253,19 @@ def _chunk_bwd(aux, do, dhT, ddT):
         db = torch.empty(1, T, H, device=dev, dtype=f32)
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
-        stored = aux["bwd_mode"] == "stored"
-        drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["vrbuf"].dtype) if stored else None
+        stored, lean = aux["bwd_mode"] == "stored", aux["lean"]
+        # dR for the stored-operand gradient kernel; with the lean walk it first holds scale Sᵀ dO
+        drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or lean else None
+        if lean and NT > 0:
+            state_bwd_dul_kernel[(NT, H, NV)](
+                q, aux["w"], g, do, drbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+                USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+            )
         state_bwd_dh_kernel[(NV, N * H)](
             q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored, DT=DT,
-            PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored,
+            HAS_DUL=lean, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4),
+            num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
         )
         if NT > 0 and stored:
             BKO = min(BK, 64)  # key columns per program (blocks of >= 64 for 16-bit dots, see _chunk_fwd)
@@ -298,7 +326,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(*(aux[n] for n in _SAVED))
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
-                                             "bwd_mode")}
+                                             "bwd_mode", "lean")}
         return o, hT, dT
 
     @staticmethod

@@ -244,23 +244,13 @@ def dscan_chunk_prep_kernel(
 
 
 @triton.jit
-def _gate_last(alpha, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr):
-    """The gate vectors the serial carries need, without the [BT, BT] ratios of ``_gate_ratios``.
+def _gate_last(a, t0, t1, BT: tl.constexpr, HAS_ALPHA: tl.constexpr):
+    """The gate vectors the serial carries need, from the loaded gates a [BT] (float32, 1 on padded rows), without
+    the [BT, BT] ratios of ``_gate_ratios``.
 
     Returns Γ_i [BT], R(n, i) [BT] (n the chunk's last row; 0 past it) and Γ_n, computed exactly as
     ``_gate_ratios`` computes them (log space, reset counts, sign parity; spec §6).
     """
-    o_t = tl.arange(0, BT)
-    if HAS_ALPHA:
-        a = tl.load(alpha + (t0 + o_t) * H + i_h, mask=(t0 + o_t) < t1, other=1.0).to(tl.float32)
-    else:
-        a = tl.full([BT], 1.0, dtype=tl.float32)
-    return _gate_last_of(a, t0, t1, BT, HAS_ALPHA)
-
-
-@triton.jit
-def _gate_last_of(a, t0, t1, BT: tl.constexpr, HAS_ALPHA: tl.constexpr):
-    """``_gate_last`` from the loaded gates a [BT] (float32, 1 on padded rows)."""
     o_t = tl.arange(0, BT)
     n = t1 - t0 - 1
     last = o_t == n
@@ -375,7 +365,7 @@ def dscan_chunk_fwd_kernel(
         t1 = tl.minimum(t0 + BT, eos)
         tl.store(Dc + ((c_off + c) * H + i_h) * K + o_k, delta, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
-        gam, rn, gam_n = _gate_last_of(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
         Mi = mr.to(tl.float32)
         # the next chunk's loads (none past the end), issued before this chunk's dependent arithmetic
         kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
@@ -455,7 +445,7 @@ def dscan_chunk_bwd_walk_kernel(
         st = ((c_off + c) * H + i_h) * K + o_k
         tl.store(Zc + st, z, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
-        gam, rn, gam_n = _gate_last_of(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
         Mi = mr.to(tl.float32)
         g0c = g0
         # the previous chunk's loads (a full chunk; none before the first), issued ahead of this chunk's arithmetic
@@ -569,8 +559,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         )
     dscan_chunk_fwd_kernel[(N, H)](
         k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4),
-        num_stages=_env("OSDN_DSCAN_SER_STAGES", 1),
+        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
     )
     if NT > 0:
         dscan_chunk_out_kernel[(NT, H)](
@@ -607,8 +596,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         )
     dscan_chunk_bwd_walk_kernel[(N, H)](
         k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_DDT=ddT is not None, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4),
-        num_stages=_env("OSDN_DSCAN_SER_STAGES", 1),
+        HAS_DDT=ddT is not None, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
     )
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](

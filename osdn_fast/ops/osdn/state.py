@@ -24,6 +24,12 @@ dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, d
 blocks inside the program (no atomics). Both share the per-chunk prologue ``_bwd_chunk_tiles``, the
 intra-chunk matrix ``_intra_qk`` and the dR step ``_dr_of_chunk``.
 
+Lean walks (``OSDN_STATE_WALK=lean``, an experiment not yet measured on a GPU): the forward walk keeps only
+K h⁰, U = M R and the state update and stores U; ``state_out_kernel`` forms O for all chunks at once from hbuf and
+U. ``state_bwd_dul_kernel`` forms scale Sᵀ dO for all chunks at once, so the dh walk skips S = Q K̃ᵀ and that
+product. Serial products per chunk: 3 instead of 6 forward, 4 instead of 6 backward (for few long sequences,
+where the walks dominate).
+
 Backward, fused (``state_bwd_kernel``, ``OSDN_STATE_BWD=fused``): one serial walk that also computes
 every intra-chunk gradient, the value blocks adding their parts of the sums over V with float32 atomics.
 """
@@ -69,25 +75,29 @@ def _state_block(cu, init, HAS_INIT: tl.constexpr, H: tl.constexpr, K: tl.conste
 
 @triton.jit
 def state_fwd_kernel(
-    q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, cu, chunk_off, scale,
+    q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, chunk_off, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, HAS_H0: tl.constexpr, STORE_H: tl.constexpr, STORE_HT: tl.constexpr,
-    STORE_VR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    STORE_VR: tl.constexpr, LEAN: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """o [T, H, V] (E6 via C3); hbuf [NT, H, K, V] chunk-start states (float32, or the 16-bit input dtype; see
     chunk.py); hT [N, H, K, V]; when STORE_VR, vrbuf [T, H, V] = V − diag(e^λ) K h⁰ (the residual of C3 before
-    diag(β) and M, in vrbuf's dtype) for ``state_bwd_grads_stored_kernel``."""
+    diag(β) and M, in vrbuf's dtype) for ``state_bwd_grads_stored_kernel``.
+
+    LEAN (``OSDN_STATE_WALK=lean``, an experiment): the walk does only what the next chunk needs (K h⁰, U = M R,
+    the state update: three dots instead of six) and stores U in ubuf [T, H, V] (in DT, the rounding the output's
+    dot applies to it); ``state_out_kernel`` then forms o for all chunks at once from hbuf and ubuf."""
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
-    incl = o_t[:, None] >= o_t[None, :]
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         if STORE_H:
             tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
         b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
-        qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
+        if not LEAN:
+            qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
         kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
         ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
         vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
@@ -103,16 +113,13 @@ def state_fwd_kernel(
                      mask=m_t[:, None] & m_v[None, :])
         r = b[:, None] * vr
         u = tl.dot(mm.to(DT), r.to(DT), input_precision=PREC)
-        qw = tl.dot(qq, tl.trans(ww), input_precision=PREC)
-        if USE_G:
-            qw = tl.where(incl, qw * tl.exp(tl.where(incl, lam[:, None] - lam[None, :], 0.0)), 0.0)
-            oo = e[:, None] * tl.dot(qq, hd, input_precision=PREC)
+        if LEAN:
+            tl.store(ubuf + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], u.to(DT),
+                     mask=m_t[:, None] & m_v[None, :])
         else:
-            qw = tl.where(incl, qw, 0.0)
-            oo = tl.dot(qq, hd, input_precision=PREC)
-        oo = scale * (oo + tl.dot(qw.to(DT), u.to(DT), input_precision=PREC))
-        tl.store(o + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], oo.to(o.dtype.element_ty),
-                 mask=m_t[:, None] & m_v[None, :])
+            oo = _chunk_out(qq, _intra_qk(qq, ww, lam, BT, USE_G, PREC), hd, u.to(DT), lam, scale, USE_G, DT, PREC)
+            tl.store(o + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], oo.to(o.dtype.element_ty),
+                     mask=m_t[:, None] & m_v[None, :])
         if USE_G:
             wd = (ww.to(tl.float32) * tl.exp(lam_n - lam)[:, None]).to(DT)
             h = tl.exp(lam_n) * h + tl.dot(tl.trans(wd), u.to(DT), input_precision=PREC)
@@ -120,6 +127,77 @@ def state_fwd_kernel(
             h = h + tl.dot(tl.trans(ww), u.to(DT), input_precision=PREC)
     if STORE_HT:
         tl.store(hT + (i_n * H + i_h) * K * V + hk, h, mask=m_h)
+
+
+@triton.jit
+def _chunk_out(qq, S, hd, ud, lam, scale, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """O = scale (diag(e^λ) Q h⁰ + S U) of one chunk (C3, E6), float32, from Q, h⁰, U in DT and
+    S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (``_intra_qk``). Shared by the full walk and ``state_out_kernel``."""
+    if USE_G:
+        oo = tl.exp(lam)[:, None] * tl.dot(qq, hd, input_precision=PREC)
+    else:
+        oo = tl.dot(qq, hd, input_precision=PREC)
+    return scale * (oo + tl.dot(S.to(DT), ud, input_precision=PREC))
+
+
+@triton.jit
+def _qw_block(q, w, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+              BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """Prologue of the lean walk's chunk-parallel kernels (grid (NT, H, value blocks)): the chunk's rows, key and
+    value offsets and masks, λ (as ``_gate_cumsum`` forms it), Q in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32)."""
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_v = tl.program_id(2)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    m_t = (t0 + o_t) < t1
+    if USE_G:
+        lam = tl.cumsum(tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32), axis=0)
+    else:
+        lam = tl.zeros([BT], dtype=tl.float32)
+    qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
+    ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
+    return i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+
+
+@triton.jit
+def state_bwd_dul_kernel(
+    q, w, g, do, dul, cu, chunk_idx, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """The intra-chunk part of dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed) for every chunk at once
+    (``OSDN_STATE_WALK=lean``): dul [T, H, V] = scale Sᵀ dO in dul's dtype, which the lean dh walk reads and
+    overwrites with dR; grid (NT, H, value blocks)."""
+    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(q, w, g, cu, chunk_idx, H, K, V, BT, BK, BV,
+                                                                      USE_G, DT, PREC)
+    ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+    x = scale * tl.dot(tl.trans(S.to(DT)), ddo, input_precision=PREC)
+    tl.store(dul + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], x.to(dul.dtype.element_ty),
+             mask=m_t[:, None] & m_v[None, :])
+
+
+@triton.jit
+def state_out_kernel(
+    q, w, g, hbuf, ubuf, o, cu, chunk_idx, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """The output of C3 for every chunk at once (``OSDN_STATE_WALK=lean``): O = scale (diag(e^λ) Q h⁰ +
+    tril(e^{λ_i−λ_j} Q K̃ᵀ) U) from the chunk-start state h⁰ (hbuf) and U (ubuf, in DT) of the lean state walk;
+    grid (NT, H, value blocks). The same products, in the same order, as the full walk's output."""
+    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(q, w, g, cu, chunk_idx, H, K, V, BT, BK, BV,
+                                                                      USE_G, DT, PREC)
+    uu = _load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+    hd = tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
+                 mask=m_k[:, None] & m_v[None, :], other=0.0).to(DT)
+    oo = _chunk_out(qq, S, hd, uu, lam, scale, USE_G, DT, PREC)
+    tl.store(o + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], oo.to(o.dtype.element_ty),
+             mask=m_t[:, None] & m_v[None, :])
 
 
 @triton.jit
@@ -335,7 +413,8 @@ def state_bwd_dh_kernel(
     q, k, w, beta, g, M, do, dhT, cu, chunk_off, scale,
     dv, dhbuf, dh0, drbuf,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DR: tl.constexpr, HAS_DUL: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3: the state adjoint dh, walked over the chunks in reverse.
 
@@ -353,7 +432,8 @@ def state_bwd_dh_kernel(
     dh0 : [N, H, K, V] float32
         Adjoint of the initial state.
     drbuf : [T, H, V]
-        dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``).
+        dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``). With HAS_DUL (the lean
+        walk) drbuf holds scale Sᵀ dO on entry (``state_bwd_dul_kernel``), so the walk skips S and that product.
     """
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, dh = _state_block(cu, dhT, HAS_DHT, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -367,8 +447,13 @@ def state_bwd_dh_kernel(
         b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
             q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
         ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-        S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
-        dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
+        if HAS_DUL:
+            du = _load2(drbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32) \
+                + tl.dot(wd, dh.to(DT), input_precision=PREC)
+            dr = tl.dot(tl.trans(mm), du.to(DT), input_precision=PREC)
+        else:
+            S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+            dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
         tl.store(dv + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], (b[:, None] * dr).to(dv.dtype.element_ty),
                  mask=m_t[:, None] & m_v[None, :])
         if STORE_DR:
