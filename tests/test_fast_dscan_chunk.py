@@ -10,6 +10,8 @@ The token-serial kernels are themselves checked against the float64 reference th
 in tests/test_fast_chunk.py; the last tests here run that comparison with the chunk form as default.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,9 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from osdn_fast import chunk_osdn
+from osdn_fast.compare import compare
 from osdn_fast.ops.osdn import chunk as chunk_mod
 from osdn_fast.ops.osdn.dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from osdn_fast.ops.osdn.dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
+from osdn_fast.tolerance import BACKEND, assert_within
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F32 = torch.float32
@@ -340,3 +344,26 @@ def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC):
         y = res["chunk"][n]
         err = float((x - y).abs().max() / max(1.0, float(x.abs().max())))
         assert err <= TOL, f"{n}: token vs chunk scan differ by {err:.2e} (C={C})"
+
+
+# Found by the thorough Hypothesis profile (tests/test_fast_chunk.py, float32, seed 1851124015, fourth session) and
+# present before that session's changes too (commit 3a4d419): K = V = 1, B = 2, T = 34, η = 0.14, plain config,
+# chunk 16. The token walk is within the float32 bound on it; the chunk form is not, in ∂L/∂η only.
+_DETA_K1 = Path(__file__).parent / "data" / "chunk_scan_deta_k1.npz"
+
+
+def _deta_k1_problem():
+    d = np.load(_DETA_K1)
+    return {n: (d[n].item() if d[n].ndim == 0 else d[n]) for n in d.files}
+
+
+@pytest.mark.parametrize("scan", ["token", pytest.param("chunk", marks=pytest.mark.xfail(
+    strict=True, reason="known, open: the chunk-form d-scan errs 2.6e-4 > 1e-4 in deta on this example"))])
+def test_C1_known_deta_precision_gap_on_a_K1_example(monkeypatch, scan):
+    """The token-serial scan meets the float32 bound on this example (scaled error 5.6e-5 ≤ 1e-4); the chunk form
+    (C1) does not: ∂L/∂η, a sum of ρ_t s_t over all tokens with |result| 0.079 below the 0.1 floor, errs 2.6e-4.
+    Strict xfail for the chunk form: a known, open precision gap (osdn_fast/NOTES.md), not a passing test; the mark
+    must go when the chunk form is fixed."""
+    monkeypatch.setenv("OSDN_DSCAN", scan)
+    errs, _, _ = compare(chunk_osdn, _deta_k1_problem(), torch.float32, DEVICE, chunk_size=16)
+    assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn, {scan} d-scan, K = 1 example")
