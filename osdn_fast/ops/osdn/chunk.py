@@ -195,7 +195,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     )
     if lean and NT > 0:
         state_out_kernel[(NT, H, triton.cdiv(V, BV))](
-            q, w, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
+            q, w, beta, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
             DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
         )
     aux = None
@@ -258,7 +258,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or lean else None
         if lean and NT > 0:
             state_bwd_dul_kernel[(NT, H, NV)](
-                q, aux["w"], g, do, drbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+                q, aux["w"], beta, g, do, drbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
                 USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
         state_bwd_dh_kernel[(NV, N * H)](

@@ -141,10 +141,10 @@ def _chunk_out(qq, S, hd, ud, lam, scale, USE_G: tl.constexpr, DT: tl.constexpr,
 
 
 @triton.jit
-def _qw_block(q, w, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
               BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """Prologue of the lean walk's chunk-parallel kernels (grid (NT, H, value blocks)): the chunk's rows, key and
-    value offsets and masks, λ (as ``_gate_cumsum`` forms it), Q in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32)."""
+    value offsets and masks, λ (``_gate_cumsum``), Q in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32)."""
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
     i_v = tl.program_id(2)
@@ -154,11 +154,7 @@ def _qw_block(q, w, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.co
     m_k = o_k < K
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
-    m_t = (t0 + o_t) < t1
-    if USE_G:
-        lam = tl.cumsum(tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32), axis=0)
-    else:
-        lam = tl.zeros([BT], dtype=tl.float32)
+    _, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
     ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
     return i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
@@ -166,15 +162,15 @@ def _qw_block(q, w, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.co
 
 @triton.jit
 def state_bwd_dul_kernel(
-    q, w, g, do, dul, cu, chunk_idx, scale,
+    q, w, beta, g, do, dul, cu, chunk_idx, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The intra-chunk part of dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed) for every chunk at once
     (``OSDN_STATE_WALK=lean``): dul [T, H, V] = scale Sᵀ dO in dul's dtype, which the lean dh walk reads and
     overwrites with dR; grid (NT, H, value blocks)."""
-    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(q, w, g, cu, chunk_idx, H, K, V, BT, BK, BV,
-                                                                      USE_G, DT, PREC)
+    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(
+        q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
     x = scale * tl.dot(tl.trans(S.to(DT)), ddo, input_precision=PREC)
     tl.store(dul + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], x.to(dul.dtype.element_ty),
@@ -183,15 +179,15 @@ def state_bwd_dul_kernel(
 
 @triton.jit
 def state_out_kernel(
-    q, w, g, hbuf, ubuf, o, cu, chunk_idx, scale,
+    q, w, beta, g, hbuf, ubuf, o, cu, chunk_idx, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The output of C3 for every chunk at once (``OSDN_STATE_WALK=lean``): O = scale (diag(e^λ) Q h⁰ +
     tril(e^{λ_i−λ_j} Q K̃ᵀ) U) from the chunk-start state h⁰ (hbuf) and U (ubuf, in DT) of the lean state walk;
     grid (NT, H, value blocks). The same products, in the same order, as the full walk's output."""
-    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(q, w, g, cu, chunk_idx, H, K, V, BT, BK, BV,
-                                                                      USE_G, DT, PREC)
+    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(
+        q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     uu = _load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
     hd = tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
                  mask=m_k[:, None] & m_v[None, :], other=0.0).to(DT)
