@@ -4,11 +4,11 @@ Usage: python osdn_fast/_ab_env.py NAME=VAR=VAL,VAR=VAL ...   (the first config 
 
 A config's ``_CS=32`` sets the state chunk size (``chunk_size``) instead of an environment variable. Env
 AB_SHAPES="B,T,H,D;B,T,H,D" picks the shapes (default 8,4096,16,128); AB_FLA=1 adds fla's ``chunk_delta_rule``
-per shape, timed in the same run.
+per shape, timed in the same run (with its per-kernel times).
 
 For each shape and config, bf16: chunk_osdn forward and forward+backward time (do_bench medians, η = 0.5, no gate:
 the `osdn bench` case), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
-forward+backward (torch.profiler), and with a gate, APF and an initial state the largest gradient difference to
+forward+backward (torch.profiler), and with a gate, APF and an initial state the largest output and gradient difference to
 the shape's baseline config, scaled by the gradient's max. Prints one JSON line per (shape, config) and a
 markdown table. A fault (illegal memory access) poisons the CUDA context and ends every later config of the run.
 """
@@ -31,7 +31,7 @@ for arg in sys.argv[1:]:
 KEYS = sorted({k for _, env in CONFIGS for k in env if not k.startswith("_")})
 SHAPES = [tuple(int(x) for x in s.split(",")) for s in os.environ.get("AB_SHAPES", "8,4096,16,128").split(";")]
 dt = torch.bfloat16
-names = ["dq", "dk", "dv", "dbeta", "dg", "dalpha", "dh0"]
+names = ["o", "dq", "dk", "dv", "dbeta", "dg", "dalpha", "dh0"]
 
 
 def peak_mib(fn, leaves):
@@ -43,6 +43,15 @@ def peak_mib(fn, leaves):
     fn()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def kernel_ms(fn):
+    """CUDA time (ms) of each Triton kernel in one call of fn (torch.profiler; torch's own kernels left out)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {ev.key: round(ev.device_time_total / 1e3, 3) for ev in prof.key_averages()
+            if ev.device_type == torch.autograd.DeviceType.CUDA and "kernel" in ev.key and "at::" not in ev.key}
 
 
 rows = []
@@ -71,7 +80,7 @@ for (B, T, H, D) in SHAPES:
 
         try:
             o = chunk_osdn(q, k, v, beta, g=g, alpha=alpha, eta=0.5, initial_state=h0, chunk_size=cs)[0]
-            gr = [x.float() for x in torch.autograd.grad(o, full, do)]
+            gr = [o.float()] + [x.float() for x in torch.autograd.grad(o, full, do)]
             torch.cuda.synchronize()
         except Exception as e:  # a compile error or a fault: report and go on (a fault ends the run)
             print(json.dumps(dict(shape=(B, T, H, D), config=name, env=env, error=str(e)[:300])), flush=True)
@@ -84,13 +93,7 @@ for (B, T, H, D) in SHAPES:
                           return_mode="median")
         tfb = do_bench(fb, warmup=25, rep=100, grad_to_none=plain, return_mode="median")
         peak = peak_mib(fb, plain)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            fb()
-            torch.cuda.synchronize()
-        kern = {}
-        for ev in prof.key_averages():
-            if ev.device_type == torch.autograd.DeviceType.CUDA and "kernel" in ev.key and "at::" not in ev.key:
-                kern[ev.key] = round(ev.device_time_total / 1e3, 3)
+        kern = kernel_ms(fb)
         row = dict(shape=(B, T, H, D), config=name, env=env, fwd_ms=tf, fwdbwd_ms=tfb, peak_mib=peak,
                    max_grad_diff=max(diff.values()), diff=diff, kernels=kern, card=torch.cuda.get_device_name(0))
         print(json.dumps(row), flush=True)
@@ -104,12 +107,14 @@ for (B, T, H, D) in SHAPES:
                            grad_to_none=plain, return_mode="median")
             peak = peak_mib(lambda: chunk_delta_rule(q, k, v, beta)[0].backward(do), plain)
             row = dict(shape=(B, T, H, D), config="fla chunk_delta_rule", env={}, fwd_ms=tf, fwdbwd_ms=tfb,
-                       peak_mib=peak, max_grad_diff=float("nan"), card=torch.cuda.get_device_name(0))
+                       peak_mib=peak, max_grad_diff=float("nan"),
+                       kernels=kernel_ms(lambda: chunk_delta_rule(q, k, v, beta)[0].backward(do)),
+                       card=torch.cuda.get_device_name(0))
             print(json.dumps(row), flush=True)
             rows.append(row)
         except Exception as e:
             print(json.dumps(dict(shape=(B, T, H, D), config="fla", error=str(e)[:300])), flush=True)
-print(f"\n| B, T, H, K=V | config | env | fwd ms | fwd+bwd ms | peak MiB (fwd+bwd) | max grad diff vs "
+print(f"\n| B, T, H, K=V | config | env | fwd ms | fwd+bwd ms | peak MiB (fwd+bwd) | max diff of o and grads vs "
       f"{CONFIGS[0][0] if CONFIGS else '—'} (gated, APF, h0) |\n|---|---|---|---|---|---|---|")
 for r_ in rows:
     print(f"| {', '.join(map(str, r_['shape']))} | {r_['config']} | {r_['env']} | {r_['fwd_ms']:.3f} | "

@@ -96,6 +96,32 @@ def _bv(BK: int, V: int) -> int:
     return min(max(16, triton.next_power_of_2(V)), _ENV("OSDN_BV", cap))
 
 
+def _sm_count(device) -> int:
+    """Streaming multiprocessors of ``device`` (132 off a GPU, as on an H100 SXM)."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return 132
+    return cached(("sms", str(device)), lambda: torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def _fwd_walk_config(BK: int, BV: int, V: int, NH: int, DT, device):
+    """Value block and pipeline stages of the serial forward walk (C3), from same-run GPU A/Bs on an H100
+    (reports/gpu-run-run6-NVIDIA-H200-H100.log, calls 3 and 4):
+
+    - 3 stages for K > 64 (Triton's pipeliner stages the next chunks' loads in shared memory): state_fwd 2.27 →
+      1.55 ms at (1, 32768, 16, 128), 0.52 → 0.49 at (8, 4096, 16, 128); 1 stage at K = 64 (0.39 vs 0.42 ms at
+      (16, 2048, 32, 64)). The dh walk stays at 1 (2.71 → 2.73 / 3.00 ms with 2 / 3 stages).
+    - 32-column value blocks for 16-bit inputs when the 64-column grid (value blocks × sequences × heads) leaves SMs
+      idle: twice the programs for few long sequences (state_fwd 1.56 → 1.31 ms at (1, 32768, 16, 128); 0.50 → 0.72
+      at (8, 4096, 16, 128), where 256 programs already fill the card). The same narrowing faults in the dh walk
+      (illegal memory access, call 4), so only the forward walk takes it.
+
+    Env OSDN_FWD_BV / OSDN_FWD_STAGES override them."""
+    BVF = BV
+    if DT is not tl.float32 and BV == 64 and NH * triton.cdiv(V, BV) < _sm_count(device):
+        BVF = 32
+    return _ENV("OSDN_FWD_BV", BVF), _ENV("OSDN_FWD_STAGES", 3 if BK > 64 else 1)
+
+
 def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
     """Storage dtype of the per-chunk states hbuf and adjoints dhbuf: the input's for 16-bit inputs, else fp32."""
     return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
@@ -144,7 +170,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
         # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128), and on an H200 an illegal memory
         # access (OSDN_BV16=32, reports/gpu-run-NVIDIA-H200-run5.log, call 2), although the same dot shapes alone
-        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct.
+        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct. The forward walk alone
+        # narrows to 32 for few long sequences (_fwd_walk_config), checked against float64 on the GPU.
         BK = max(64, BK)
         BV = _ENV("OSDN_BV16", max(64, BV) if BK <= 128 else 64)  # env: A/B of narrower blocks on a GPU
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
@@ -187,11 +214,12 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     vrbuf = torch.empty(1, T, H, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store_vr else None
     # the lean walk's U for the output kernel, in the dtype of the output's dot (transient)
     ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean else None
-    state_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+    BVF, FS = _fwd_walk_config(BK, BV, V, N * H, DT, dev)
+    state_fwd_kernel[(triton.cdiv(V, BVF), N * H)](
         q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, offs, float(scale),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
         STORE_HT=output_final_state, STORE_VR=store_vr, LEAN=lean, DT=DT, PREC=PREC,
-        num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=_ENV("OSDN_FWD_STAGES", 1),
+        num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
     )
     if lean and NT > 0:
         state_out_kernel[(NT, H, triton.cdiv(V, BV))](
@@ -261,9 +289,12 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 q, aux["w"], beta, g, do, drbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
                 USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
-        state_bwd_dh_kernel[(NV, N * H)](
+        # the dh walk's value block (env: A/B on a GPU; 32 faulted there with an illegal memory access, Triton 3.6,
+        # H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4)
+        BVD = _ENV("OSDN_DH_BV", BV)
+        state_bwd_dh_kernel[(triton.cdiv(V, BVD), N * H)](
             q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored,
             HAS_DUL=lean, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4),
             num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
         )

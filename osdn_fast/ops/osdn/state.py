@@ -21,7 +21,7 @@ storing each chunk's dh (the adjoint of its end state) in dhbuf [NT, H, K, V], a
 16-bit input dtype for 16-bit inputs: every use but the gated Σ h ⊙ dh rounds them to that dtype for a dot anyway).
 ``state_bwd_grads_kernel`` then runs one program per (chunk, head), all in parallel: from h (hbuf) and
 dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, dg, summing over the value
-blocks inside the program (no atomics). Both share the per-chunk prologue ``_bwd_chunk_tiles``, the
+blocks inside the program (no atomics). Both share the per-chunk tiles ``_bwd_chunk_tiles``, the
 intra-chunk matrix ``_intra_qk`` and the dR step ``_dr_of_chunk``.
 
 Lean walks (``OSDN_STATE_WALK=lean``, an experiment not yet measured on a GPU): the forward walk keeps only
@@ -74,6 +74,29 @@ def _state_block(cu, init, HAS_INIT: tl.constexpr, H: tl.constexpr, K: tl.conste
 
 
 @triton.jit
+def _rows(ptr, t0, t1, i_h, H: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, o_d, m_d):
+    """Rows [t0, t1) of a [T, H, D] tensor, columns o_d, as a [BT, len(o_d)] tile in its stored dtype (zero
+    elsewhere; nothing is read where t1 <= t0)."""
+    o_t = tl.arange(0, BT)
+    m_t = (t0 + o_t) < t1
+    return tl.load(ptr + ((t0 + o_t[:, None]) * H + i_h) * D + o_d[None, :], mask=m_t[:, None] & m_d[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _gate_rows(g, beta, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
+    """β and g of rows [t0, t1) in their stored dtypes (zero-padded; g zeros without a gate)."""
+    o_t = tl.arange(0, BT)
+    m_t = (t0 + o_t) < t1
+    b = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
+    if USE_G:
+        gg = tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
+    else:
+        gg = tl.zeros([BT], dtype=tl.float32)
+    return b, gg
+
+
+@triton.jit
 def state_fwd_kernel(
     q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, chunk_off, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -84,9 +107,12 @@ def state_fwd_kernel(
     chunk.py); hT [N, H, K, V]; when STORE_VR, vrbuf [T, H, V] = V − diag(e^λ) K h⁰ (the residual of C3 before
     diag(β) and M, in vrbuf's dtype) for ``state_bwd_grads_stored_kernel``.
 
-    LEAN (``OSDN_STATE_WALK=lean``, an experiment): the walk does only what the next chunk needs (K h⁰, U = M R,
-    the state update: three dots instead of six) and stores U in ubuf [T, H, V] (in DT, the rounding the output's
-    dot applies to it); ``state_out_kernel`` then forms o for all chunks at once from hbuf and ubuf."""
+    LEAN (``OSDN_STATE_WALK=lean``): the walk does only what the next chunk needs (K h⁰, U = M R, the state update:
+    three dots instead of six) and stores U in ubuf [T, H, V] (in DT, the rounding the output's dot applies to it);
+    ``state_out_kernel`` then forms o for all chunks at once from hbuf and ubuf.
+
+    Loading the next chunk's operands before this chunk's arithmetic (in registers, as the d-scan carries do) was
+    measured 2.5x slower on an H200 (register spills; reports/gpu-run-run6-NVIDIA-H200-H100.log, call 2)."""
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
@@ -95,13 +121,24 @@ def state_fwd_kernel(
         t1 = tl.minimum(t0 + BT, eos)
         if STORE_H:
             tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
-        b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
+        m_t = (t0 + o_t) < t1
+        # every load first, then the arithmetic (faster than loading at first use: state_fwd 2.50 → 2.25 ms at
+        # (1, 32768, 16, 128), H200, calls 1 and 2 of reports/gpu-run-run6-NVIDIA-H200-H100.log: two machines)
         if not LEAN:
-            qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-        kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-        ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-        vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
-        mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT)
+            qn = _rows(q, t0, t1, i_h, H, K, BT, o_k, m_k)
+        kn = _rows(k, t0, t1, i_h, H, K, BT, o_k, m_k)
+        wn = _rows(w, t0, t1, i_h, H, K, BT, o_k, m_k)
+        vn = _rows(v, t0, t1, i_h, H, V, BT, o_v, m_v)
+        mn = _rows(M, t0, t1, i_h, H, BT, BT, o_t, o_t < BT)
+        bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
+        b = bn.to(tl.float32)
+        lam = tl.cumsum(gn.to(tl.float32), axis=0)
+        if not LEAN:
+            qq = qn.to(DT)
+        kk = kn.to(DT)
+        ww = wn.to(DT)
+        vv = vn.to(tl.float32)
+        mm = mn.to(DT)
         hd = h.to(DT)
         e = tl.exp(lam)
         if USE_G:
@@ -112,7 +149,7 @@ def state_fwd_kernel(
             tl.store(vrbuf + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], vr.to(vrbuf.dtype.element_ty),
                      mask=m_t[:, None] & m_v[None, :])
         r = b[:, None] * vr
-        u = tl.dot(mm.to(DT), r.to(DT), input_precision=PREC)
+        u = tl.dot(mm, r.to(DT), input_precision=PREC)
         if LEAN:
             tl.store(ubuf + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], u.to(DT),
                      mask=m_t[:, None] & m_v[None, :])
@@ -329,16 +366,18 @@ def state_bwd_kernel(
 
 
 @triton.jit
-def _bwd_chunk_tiles(q, k, w, beta, g, M, bos, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+def _bwd_chunk_tiles(q, k, w, beta, g, M, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
                      BK: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
-    """The value-independent part of one chunk of the C3 backward, shared by both split kernels.
+    """The value-independent part of one chunk of the C3 backward, shared by the dh walk and
+    ``state_bwd_grads_kernel``. Every load is issued before the arithmetic (the dh walk was faster so: 2.86 →
+    2.68 ms at (1, 32768, 16, 128), H200, calls 1 and 2 of reports/gpu-run-run6-NVIDIA-H200-H100.log: two machines).
 
     Parameters
     ----------
     q, k, w, beta, g, M : pointers
         Read keys/queries [T, H, K], write keys K̃ [T, H, K] (C2), β, g [T, H], M = (I + A)^{-1} [T, H, BT].
-    bos, t0, t1 : int64
-        Start of the sequence, first row of the chunk and one past its last row.
+    t0, t1 : int64
+        First row of the chunk and one past its last row.
 
     Returns
     -------
@@ -355,14 +394,36 @@ def _bwd_chunk_tiles(q, k, w, beta, g, M, bos, t0, t1, i_h, H: tl.constexpr, K: 
     wd : [BT, BK] in DT
         diag(e^{λ_n − λ}) K̃, the write keys as seen by the chunk-end state (K̃ itself without g).
     """
+    return _bwd_chunk_derive(*_bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G), t0, t1, BT,
+                             USE_G, DT)
+
+
+@triton.jit
+def _bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+                     BK: tl.constexpr, USE_G: tl.constexpr):
+    """The loads of ``_bwd_chunk_tiles``: Q, K, K̃ [BT, BK], M [BT, BT], β, g [BT] in their stored dtypes."""
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
     m_k = o_k < K
-    b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
-    qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-    kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-    ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-    mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
+    qn = _rows(q, t0, t1, i_h, H, K, BT, o_k, m_k)
+    kn = _rows(k, t0, t1, i_h, H, K, BT, o_k, m_k)
+    wn = _rows(w, t0, t1, i_h, H, K, BT, o_k, m_k)
+    mn = _rows(M, t0, t1, i_h, H, BT, BT, o_t, o_t < BT)
+    bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
+    return qn, kn, wn, mn, bn, gn
+
+
+@triton.jit
+def _bwd_chunk_derive(qn, kn, wn, mn, bn, gn, t0, t1, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
+    """The arithmetic of ``_bwd_chunk_tiles`` on loaded tiles."""
+    o_t = tl.arange(0, BT)
+    m_t = (t0 + o_t) < t1
+    b = bn.to(tl.float32)
+    lam = tl.cumsum(gn.to(tl.float32), axis=0)
+    qq = qn.to(DT)
+    kk = kn.to(DT)
+    ww = wn.to(DT)
+    mm = mn.to(DT)
     lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
     e = tl.exp(lam)
     en_e = tl.where(m_t, tl.exp(lam_n - lam), 0.0)
@@ -440,12 +501,18 @@ def state_bwd_dh_kernel(
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         tl.store(dhbuf + ((c_off + c) * H + i_h) * K * V + hk, dh.to(dhbuf.dtype.element_ty), mask=m_h)
-        b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
-            q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
-        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+        # every load before the arithmetic
+        qn, kn, wn, mn, bn, gn = _bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G)
+        don = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v)
         if HAS_DUL:
-            du = _load2(drbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32) \
-                + tl.dot(wd, dh.to(DT), input_precision=PREC)
+            dun = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_v)
+        b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_derive(qn, kn, wn, mn, bn, gn, t0, t1, BT, USE_G,
+                                                                            DT)
+        ddo = don.to(DT)
+        if HAS_DUL:
+            dul = dun.to(tl.float32)
+        if HAS_DUL:
+            du = dul + tl.dot(wd, dh.to(DT), input_precision=PREC)
             dr = tl.dot(tl.trans(mm), du.to(DT), input_precision=PREC)
         else:
             S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
@@ -550,7 +617,7 @@ def state_bwd_grads_kernel(
     incl = o_t[:, None] >= o_t[None, :]
     strict = o_t[:, None] > o_t[None, :]
     b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_tiles(
-        q, k, w, beta, g, M, bos, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
+        q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G, DT)
     S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
     st = (i_c.to(tl.int64) * H + i_h) * K * V
     dS = tl.zeros([BT, BT], dtype=tl.float32)   # Σ_v dO Uᵀ
