@@ -50,11 +50,14 @@ def _state_bwd_mode() -> str:
 
 
 def _state_walk_lean() -> bool:
-    """Whether the serial state walks are lean (env OSDN_STATE_WALK=lean, an experiment not yet measured on a GPU):
-    the forward walk does only K h⁰, U = M R and the state update and ``state_out_kernel`` forms the output for all
-    chunks at once; the dh walk reads scale Sᵀ dO from ``state_bwd_dul_kernel`` instead of forming S. Fewer products
-    per serial step (3 instead of 6 forward, 4 instead of 6 backward) for long sequences with few heads, at the cost
-    of two chunk-parallel kernels and a transient [T, H, V] buffer. Default ``full``."""
+    """Whether the serial state walks are lean (env OSDN_STATE_WALK=lean; default ``full``): the forward walk does
+    only K h⁰, U = M R and the state update and ``state_out_kernel`` forms the output for all chunks at once; the dh
+    walk steps dR = Mᵀ scale Sᵀ dO + P dh with both terms' dh-free factors from ``state_bwd_dul_kernel`` (3 products
+    per serial step instead of 6, two on the backward's dh-to-dh chain instead of three), at the cost of two
+    chunk-parallel kernels and transient [T, H, V] and [T, H, K] buffers. Measured no faster (H100, same run,
+    reports/gpu-run-run6-NVIDIA-H200-H100.log call 5): fwd+bwd 11.84 vs 11.88 ms at (1, 32768, 16, 128) (dh walk
+    2.73 → 2.25, forward walk 1.32 → 0.92, plus 0.39 + 0.38 ms of chunk-parallel kernels), 6.23 vs 5.56 at
+    (8, 4096, 16, 128), 5.71 vs 5.21 at (16, 2048, 32, 64), and 128 MiB more at its peak; kept as an A/B switch."""
     mode = os.environ.get("OSDN_STATE_WALK", "full")
     if mode not in ("full", "lean"):
         raise ValueError(f"OSDN_STATE_WALK: expected 'full' or 'lean', got {mode!r}")
@@ -284,16 +287,19 @@ def _chunk_bwd(aux, do, dhT, ddT):
         stored, lean = aux["bwd_mode"] == "stored", aux["lean"]
         # dR for the stored-operand gradient kernel; with the lean walk it first holds scale Sᵀ dO
         drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or lean else None
+        # lean: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] for the dh walk (transient), in the dtype of the walk's dot
+        pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if lean else None
         if lean and NT > 0:
             state_bwd_dul_kernel[(NT, H, NV)](
-                q, aux["w"], beta, g, do, drbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
-                USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+                q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
+                BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
         # the dh walk's value block (env: A/B on a GPU; 32 faulted there with an illegal memory access, Triton 3.6,
         # H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4)
         BVD = _ENV("OSDN_DH_BV", BV)
         state_bwd_dh_kernel[(triton.cdiv(V, BVD), N * H)](
-            q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
+            q, k, pbuf if lean else aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv,
+            dhbuf, dh0, drbuf,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored,
             HAS_DUL=lean, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4),
             num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),

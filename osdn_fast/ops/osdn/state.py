@@ -24,11 +24,11 @@ dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, d
 blocks inside the program (no atomics). Both share the per-chunk tiles ``_bwd_chunk_tiles``, the
 intra-chunk matrix ``_intra_qk`` and the dR step ``_dr_of_chunk``.
 
-Lean walks (``OSDN_STATE_WALK=lean``, an experiment not yet measured on a GPU): the forward walk keeps only
-K h⁰, U = M R and the state update and stores U; ``state_out_kernel`` forms O for all chunks at once from hbuf and
-U. ``state_bwd_dul_kernel`` forms scale Sᵀ dO for all chunks at once, so the dh walk skips S = Q K̃ᵀ and that
-product. Serial products per chunk: 3 instead of 6 forward, 4 instead of 6 backward (for few long sequences,
-where the walks dominate).
+Lean walks (``OSDN_STATE_WALK=lean``): the forward walk keeps only K h⁰, U = M R and the state update and stores
+U; ``state_out_kernel`` forms O for all chunks at once from hbuf and U. ``state_bwd_dul_kernel`` forms Mᵀ scale Sᵀ dO
+and P = Mᵀ diag(e^{λn−λ}) K̃ for all chunks at once, so the dh walk's step is dR = Mᵀ scale Sᵀ dO + P dh: products
+per chunk 3 instead of 6 forward, 3 instead of 6 backward, and two instead of three on the backward's chain from one
+chunk's dh to the next (for few long sequences, where the walks dominate).
 
 Backward, fused (``state_bwd_kernel``, ``OSDN_STATE_BWD=fused``): one serial walk that also computes
 every intra-chunk gradient, the value blocks adding their parts of the sums over V with float32 atomics.
@@ -181,7 +181,7 @@ def _chunk_out(qq, S, hd, ud, lam, scale, USE_G: tl.constexpr, DT: tl.constexpr,
 def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
               BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """Prologue of the lean walk's chunk-parallel kernels (grid (NT, H, value blocks)): the chunk's rows, key and
-    value offsets and masks, λ (``_gate_cumsum``), Q in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32)."""
+    value offsets and masks, λ (``_gate_cumsum``), Q and K̃ in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32)."""
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)
     i_v = tl.program_id(2)
@@ -194,24 +194,41 @@ def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V:
     _, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
     ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-    return i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+    return i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
 
 
 @triton.jit
 def state_bwd_dul_kernel(
-    q, w, beta, g, do, dul, cu, chunk_idx, scale,
+    q, w, beta, g, M, do, dul, pbuf, cu, chunk_idx, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    """The intra-chunk part of dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed) for every chunk at once
-    (``OSDN_STATE_WALK=lean``): dul [T, H, V] = scale Sᵀ dO in dul's dtype, which the lean dh walk reads and
-    overwrites with dR; grid (NT, H, value blocks)."""
-    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(
+    """The dh-independent parts of dR = Mᵀ dU, dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed), for every chunk
+    at once (``OSDN_STATE_WALK=lean``); grid (NT, H, value blocks):
+
+    - dul [T, H, V] = Mᵀ (scale Sᵀ dO), in dul's dtype; the lean dh walk reads it and overwrites it with dR;
+    - pbuf [T, H, K] = P = Mᵀ diag(e^{λn−λ}) K̃ (first value block only), in pbuf's dtype,
+
+    so that the walk's step is dR = dul + P dh and dh ← e^{λn} dh + scale (diag(e^λ) Q)ᵀ dO − (diag(β e^λ) K)ᵀ dR:
+    two products on the chain from one chunk's dh to the next instead of three."""
+    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, S = _qw_block(
         q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+    mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
     x = scale * tl.dot(tl.trans(S.to(DT)), ddo, input_precision=PREC)
+    x = tl.dot(tl.trans(mm), x.to(DT), input_precision=PREC)
     tl.store(dul + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], x.to(dul.dtype.element_ty),
              mask=m_t[:, None] & m_v[None, :])
+    if tl.program_id(2) == 0:
+        if USE_G:
+            # padded rows carry λ_n (the gates are zero-padded before the cumulative sum)
+            lam_n = tl.sum(tl.where(o_t == BT - 1, lam, 0.0), axis=0)
+            wd = (ww.to(tl.float32) * tl.where(m_t, tl.exp(lam_n - lam), 0.0)[:, None]).to(DT)
+        else:
+            wd = ww
+        p = tl.dot(tl.trans(mm), wd, input_precision=PREC)
+        tl.store(pbuf + ((t0 + o_t[:, None]) * H + i_h) * K + o_k[None, :], p.to(pbuf.dtype.element_ty),
+                 mask=m_t[:, None] & m_k[None, :])
 
 
 @triton.jit
@@ -223,7 +240,7 @@ def state_out_kernel(
     """The output of C3 for every chunk at once (``OSDN_STATE_WALK=lean``): O = scale (diag(e^λ) Q h⁰ +
     tril(e^{λ_i−λ_j} Q K̃ᵀ) U) from the chunk-start state h⁰ (hbuf) and U (ubuf, in DT) of the lean state walk;
     grid (NT, H, value blocks). The same products, in the same order, as the full walk's output."""
-    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, S = _qw_block(
+    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _, S = _qw_block(
         q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     uu = _load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
     hd = tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
@@ -490,7 +507,8 @@ def state_bwd_dh_kernel(
         Adjoint of the initial state.
     drbuf : [T, H, V]
         dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``). With HAS_DUL (the lean
-        walk) drbuf holds scale Sᵀ dO on entry (``state_bwd_dul_kernel``), so the walk skips S and that product.
+        walk) drbuf holds Mᵀ scale Sᵀ dO on entry and ``w`` points at P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] (both from
+        ``state_bwd_dul_kernel``), so the step is dR = drbuf + P dh.
     """
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, dh = _state_block(cu, dhT, HAS_DHT, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -512,8 +530,8 @@ def state_bwd_dh_kernel(
         if HAS_DUL:
             dul = dun.to(tl.float32)
         if HAS_DUL:
-            du = dul + tl.dot(wd, dh.to(DT), input_precision=PREC)
-            dr = tl.dot(tl.trans(mm), du.to(DT), input_precision=PREC)
+            # w points at P = Mᵀ diag(e^{λn−λ}) K̃ here (state_bwd_dul_kernel)
+            dr = dul + tl.dot(ww, dh.to(DT), input_precision=PREC)
         else:
             S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
             dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
