@@ -99,30 +99,21 @@ def _bv(BK: int, V: int) -> int:
     return min(max(16, triton.next_power_of_2(V)), _ENV("OSDN_BV", cap))
 
 
-def _sm_count(device) -> int:
-    """Streaming multiprocessors of ``device`` (132 off a GPU, as on an H100 SXM)."""
-    if getattr(device, "type", "cpu") != "cuda":
-        return 132
-    return cached(("sms", str(device)), lambda: torch.cuda.get_device_properties(device).multi_processor_count)
-
-
-def _fwd_walk_config(BK: int, BV: int, V: int, NH: int, DT, device):
+def _fwd_walk_config(BK: int, BV: int, DT):
     """Value block and pipeline stages of the serial forward walk (C3), from same-run GPU A/Bs on an H100
     (reports/gpu-run-run6-NVIDIA-H200-H100.log, calls 3 and 4):
 
-    - 3 stages for K > 64 (Triton's pipeliner stages the next chunks' loads in shared memory): state_fwd 2.27 →
-      1.55 ms at (1, 32768, 16, 128), 0.52 → 0.49 at (8, 4096, 16, 128); 1 stage at K = 64 (0.39 vs 0.42 ms at
-      (16, 2048, 32, 64)). The dh walk stays at 1 (2.71 → 2.73 / 3.00 ms with 2 / 3 stages).
-    - 32-column value blocks for 16-bit inputs when the 64-column grid (value blocks × sequences × heads) leaves SMs
-      idle: twice the programs for few long sequences (state_fwd 1.56 → 1.31 ms at (1, 32768, 16, 128); 0.50 → 0.72
-      at (8, 4096, 16, 128), where 256 programs already fill the card). The same narrowing faults in the dh walk
-      (illegal memory access, call 4), so only the forward walk takes it.
+    - 3 stages for 16-bit inputs with K > 64 (Triton's pipeliner stages the next chunks' loads in shared memory):
+      state_fwd 2.27 → 1.55 ms at (1, 32768, 16, 128), 0.52 → 0.49 at (8, 4096, 16, 128); 1 stage at K = 64 (0.39 vs
+      0.42 ms at (16, 2048, 32, 64)) and for float32 inputs (measured only in bf16; with 3 stages the float32 GPU
+      tests at K = 128 and K = 130 failed for want of shared memory, calls 6, 7). The dh walk stays at 1 (2.71 → 2.73 / 3.00 ms with 2 / 3 stages).
+    - 32-column value blocks (env OSDN_FWD_BV=32) gave 1.56 → 1.31 ms at (1, 32768, 16, 128) and 0.50 → 0.72 at
+      (8, 4096, 16, 128) (call 4), but with them for few sequences the GPU tests met an illegal memory access (call
+      7; likely the Triton 3.6 narrow-dot fault noted in _chunk_fwd), so the walk keeps the common value block.
 
     Env OSDN_FWD_BV / OSDN_FWD_STAGES override them."""
-    BVF = BV
-    if DT is not tl.float32 and BV == 64 and NH * triton.cdiv(V, BV) < _sm_count(device):
-        BVF = 32
-    return _ENV("OSDN_FWD_BV", BVF), _ENV("OSDN_FWD_STAGES", 3 if BK > 64 else 1)
+    stages = 3 if BK > 64 and DT is not tl.float32 else 1
+    return _ENV("OSDN_FWD_BV", BV), _ENV("OSDN_FWD_STAGES", stages)
 
 
 def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -173,8 +164,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
         # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128), and on an H200 an illegal memory
         # access (OSDN_BV16=32, reports/gpu-run-NVIDIA-H200-run5.log, call 2), although the same dot shapes alone
-        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct. The forward walk alone
-        # narrows to 32 for few long sequences (_fwd_walk_config), checked against float64 on the GPU.
+        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct.
         BK = max(64, BK)
         BV = _ENV("OSDN_BV16", max(64, BV) if BK <= 128 else 64)  # env: A/B of narrower blocks on a GPU
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
@@ -217,7 +207,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     vrbuf = torch.empty(1, T, H, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store_vr else None
     # the lean walk's U for the output kernel, in the dtype of the output's dot (transient)
     ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean else None
-    BVF, FS = _fwd_walk_config(BK, BV, V, N * H, DT, dev)
+    BVF, FS = _fwd_walk_config(BK, BV, DT)
     state_fwd_kernel[(triton.cdiv(V, BVF), N * H)](
         q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, offs, float(scale),
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
