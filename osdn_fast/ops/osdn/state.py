@@ -121,28 +121,13 @@ def state_fwd_kernel(
         t1 = tl.minimum(t0 + BT, eos)
         if STORE_H:
             tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
-        m_t = (t0 + o_t) < t1
         # every load first, then the arithmetic (faster than loading at first use: state_fwd 2.50 → 2.25 ms at
         # (1, 32768, 16, 128), H200, calls 1 and 2 of reports/gpu-run-run6-NVIDIA-H200-H100.log: two machines)
-        if not LEAN:
-            qn = _rows(q, t0, t1, i_h, H, K, BT, o_k, m_k)
-        kn = _rows(k, t0, t1, i_h, H, K, BT, o_k, m_k)
-        wn = _rows(w, t0, t1, i_h, H, K, BT, o_k, m_k)
+        qn, kn, wn, mn, bn, gn = _chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G)
         vn = _rows(v, t0, t1, i_h, H, V, BT, o_v, m_v)
-        mn = _rows(M, t0, t1, i_h, H, BT, BT, o_t, o_t < BT)
-        bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
-        b = bn.to(tl.float32)
-        lam = tl.cumsum(gn.to(tl.float32), axis=0)
-        if not LEAN:
-            qq = qn.to(DT)
-        kk = kn.to(DT)
-        ww = wn.to(DT)
+        b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _chunk_tiles_of(qn, kn, wn, mn, bn, gn, t0, t1, BT, USE_G, DT)
         vv = vn.to(tl.float32)
-        mm = mn.to(DT)
         hd = h.to(DT)
-        e = tl.exp(lam)
-        if USE_G:
-            lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
         kh = tl.dot(kk, hd, input_precision=PREC)
         vr = vv - e[:, None] * kh
         if STORE_VR:
@@ -158,10 +143,9 @@ def state_fwd_kernel(
             tl.store(o + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], oo.to(o.dtype.element_ty),
                      mask=m_t[:, None] & m_v[None, :])
         if USE_G:
-            wd = (ww.to(tl.float32) * tl.exp(lam_n - lam)[:, None]).to(DT)
             h = tl.exp(lam_n) * h + tl.dot(tl.trans(wd), u.to(DT), input_precision=PREC)
         else:
-            h = h + tl.dot(tl.trans(ww), u.to(DT), input_precision=PREC)
+            h = h + tl.dot(tl.trans(wd), u.to(DT), input_precision=PREC)
     if STORE_HT:
         tl.store(hT + (i_n * H + i_h) * K * V + hk, h, mask=m_h)
 
@@ -411,14 +395,15 @@ def _bwd_chunk_tiles(q, k, w, beta, g, M, t0, t1, i_h, H: tl.constexpr, K: tl.co
     wd : [BT, BK] in DT
         diag(e^{λ_n − λ}) K̃, the write keys as seen by the chunk-end state (K̃ itself without g).
     """
-    return _bwd_chunk_derive(*_bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G), t0, t1, BT,
+    return _chunk_tiles_of(*_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G), t0, t1, BT,
                              USE_G, DT)
 
 
 @triton.jit
-def _bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+def _chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
                      BK: tl.constexpr, USE_G: tl.constexpr):
-    """The loads of ``_bwd_chunk_tiles``: Q, K, K̃ [BT, BK], M [BT, BT], β, g [BT] in their stored dtypes."""
+    """The loads of one chunk for the state walks and ``_bwd_chunk_tiles``: Q, K, K̃ [BT, BK], M [BT, BT], β, g [BT]
+    in their stored dtypes (the forward walk's lean mode leaves Q unused, and the compiler drops its load)."""
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
     m_k = o_k < K
@@ -431,8 +416,8 @@ def _bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H: tl.constexpr, K: tl.co
 
 
 @triton.jit
-def _bwd_chunk_derive(qn, kn, wn, mn, bn, gn, t0, t1, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
-    """The arithmetic of ``_bwd_chunk_tiles`` on loaded tiles."""
+def _chunk_tiles_of(qn, kn, wn, mn, bn, gn, t0, t1, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
+    """The arithmetic of ``_bwd_chunk_tiles`` on loaded tiles (also the forward walk's; C3)."""
     o_t = tl.arange(0, BT)
     m_t = (t0 + o_t) < t1
     b = bn.to(tl.float32)
@@ -520,16 +505,15 @@ def state_bwd_dh_kernel(
         t1 = tl.minimum(t0 + BT, eos)
         tl.store(dhbuf + ((c_off + c) * H + i_h) * K * V + hk, dh.to(dhbuf.dtype.element_ty), mask=m_h)
         # every load before the arithmetic
-        qn, kn, wn, mn, bn, gn = _bwd_chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G)
+        qn, kn, wn, mn, bn, gn = _chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G)
         don = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v)
         if HAS_DUL:
             dun = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_v)
-        b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _bwd_chunk_derive(qn, kn, wn, mn, bn, gn, t0, t1, BT, USE_G,
+        b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _chunk_tiles_of(qn, kn, wn, mn, bn, gn, t0, t1, BT, USE_G,
                                                                             DT)
         ddo = don.to(DT)
         if HAS_DUL:
             dul = dun.to(tl.float32)
-        if HAS_DUL:
             # w points at P = Mᵀ diag(e^{λn−λ}) K̃ here (state_bwd_dul_kernel)
             dr = dul + tl.dot(ww, dh.to(DT), input_precision=PREC)
         else:
