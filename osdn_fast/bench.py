@@ -123,6 +123,8 @@ def _breakdown(B, T, H, D, dtype=torch.bfloat16) -> List[Dict]:
         x.requires_grad_()
     for _ in range(2):
         chunk_osdn(q, k, v, beta, eta=0.5)[0].backward(do)
+    for x in (q, k, v, beta):
+        x.grad = None  # as in the timed runs (grad_to_none): no gradient accumulation kernels in the breakdown
     torch.cuda.synchronize()
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
