@@ -28,7 +28,7 @@ from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
 from .state import (state_bwd_dh_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel, state_bwd_grads_stored_kernel,
                     state_bwd_kernel, state_fwd_kernel, state_out_kernel)
-from .utils import cached, chunk_index_tensors, cu_tensor, dot_dtype, env_int
+from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
 L2NORM_EPS = 1e-6
@@ -96,7 +96,7 @@ def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
 
 def _bv(BK: int, V: int) -> int:
     cap = 64 if BK <= 64 else (32 if BK <= 128 else 16)
-    return min(max(16, triton.next_power_of_2(V)), _ENV("OSDN_BV", cap))
+    return min(next_pow2(V), _ENV("OSDN_BV", cap))
 
 
 def _fwd_walk_config(BK: int, BV: int, DT):
@@ -158,7 +158,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     T, H, K, V, N, cu = P["T"], P["H"], P["K"], P["V"], P["N"], P["cu"]
     BT = int(chunk_size)
     DT = dot_dtype(v.dtype)  # the streamed dtype (q, k are float32 after the in-kernel L2 normalisation)
-    BK = max(16, triton.next_power_of_2(K))
+    BK = next_pow2(K)
     BV = _bv(BK, V)
     if DT is not tl.float32:
         # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
@@ -208,14 +208,14 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     # the lean walk's U for the output kernel, in the dtype of the output's dot (transient)
     ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean else None
     BVF, FS = _fwd_walk_config(BK, BV, DT)
-    state_fwd_kernel[(triton.cdiv(V, BVF), N * H)](
+    state_fwd_kernel[(cdiv(V, BVF), N * H)](
         q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, offs, float(scale),
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
         STORE_HT=output_final_state, STORE_VR=store_vr, LEAN=lean, DT=DT, PREC=PREC,
         num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
     )
     if lean and NT > 0:
-        state_out_kernel[(NT, H, triton.cdiv(V, BV))](
+        state_out_kernel[(NT, H, cdiv(V, BV))](
             q, w, beta, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
             DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
         )
@@ -237,7 +237,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
     _, T, H, K = q.shape
     V = v.shape[-1]
     N, BT, BK, BV = aux["N"], aux["BT"], aux["BK"], aux["BV"]
-    NV = triton.cdiv(V, BV)
+    NV = cdiv(V, BV)
     dev = q.device
     f32 = torch.float32
     do = do.contiguous()
@@ -287,7 +287,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         # the dh walk's value block (env: A/B on a GPU; 32 faulted there with an illegal memory access, Triton 3.6,
         # H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4)
         BVD = _ENV("OSDN_DH_BV", BV)
-        state_bwd_dh_kernel[(triton.cdiv(V, BVD), N * H)](
+        state_bwd_dh_kernel[(cdiv(V, BVD), N * H)](
             q, k, pbuf if lean else aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv,
             dhbuf, dh0, drbuf,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored,
@@ -296,7 +296,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         )
         if NT > 0 and stored:
             BKO = min(BK, 64)  # key columns per program (blocks of >= 64 for 16-bit dots, see _chunk_fwd)
-            NKB = triton.cdiv(K, BKO)
+            NKB = cdiv(K, BKO)
             dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
             state_bwd_grads_stored_kernel[(NT, H, NKB)](
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, aux["vrbuf"], drbuf, do, aux["cu"], idx,

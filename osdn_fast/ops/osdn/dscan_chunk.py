@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import chunk_index_tensors, env_int as _env
+from .utils import chunk_index_tensors, env_int as _env, next_pow2
 from .wy import _chunk_rows, _unit_lower_inverse
 
 
@@ -544,7 +544,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     _, T, H, K = k.shape
     N = len(cu_host) - 1
     dev, f32 = k.device, torch.float32
-    BK = max(16, triton.next_power_of_2(K))
+    BK = next_pow2(K)
     idx, offs, NT = chunk_index_tensors(cu_host, C, dev)
     ha = alpha is not None
     Md = torch.empty(1, T, H, C, device=dev, dtype=f32)
@@ -576,7 +576,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     (dalpha [1, T, H] or None, deta [N, H], ddp [N, H, K], dd0 [N, H, K]), float32."""
     _, T, H, K = k.shape
     dev, f32 = k.device, torch.float32
-    BK = max(16, triton.next_power_of_2(K))
+    BK = next_pow2(K)
     Md, Dc, idx, offs = (saved[n] for n in ("Md", "Dc", "idx", "offs"))
     NT = idx.shape[0]
     ha = alpha is not None

@@ -19,6 +19,7 @@ import triton.language as tl
 
 from .chunk import _prepare_inputs, _chunk_bwd, _chunk_fwd, _finish
 from .state import _state_block
+from .utils import cdiv, next_pow2
 
 
 @triton.jit
@@ -86,12 +87,12 @@ class FusedRecurrentOSDNFunction(torch.autograd.Function):
         """The forward kernel launch, shared by the autograd path and the no-gradient (decoding) path."""
         P = _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host)
         H, K, V, N = P["H"], P["K"], P["V"], P["N"]
-        BK = max(16, triton.next_power_of_2(K))
-        BV = min(max(16, triton.next_power_of_2(V)), 32 if BK > 128 else 64)
+        BK = next_pow2(K)
+        BV = min(next_pow2(V), 32 if BK > 128 else 64)
         o = torch.empty_like(v)
         hT = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if output_final_state else None
         dT = torch.empty(N, H, K, device=q.device, dtype=torch.float32) if output_final_state else None
-        grid = (triton.cdiv(V, BV), N * H)
+        grid = (cdiv(V, BV), N * H)
         fused_recurrent_fwd_kernel[grid](
             q, k, v, beta, P["g"], P["alpha"], P["eta"], P["d_prior"], P["h0"], P["d0"], o, hT, dT, P["cu"],
             float(scale), float(d_min), float(d_max), H=H, K=K, V=V, BK=BK, BV=BV,
