@@ -106,7 +106,8 @@ def _fwd_walk_config(BK: int, BV: int, DT):
     - 3 stages for 16-bit inputs with K > 64 (Triton's pipeliner stages the next chunks' loads in shared memory):
       state_fwd 2.27 → 1.55 ms at (1, 32768, 16, 128), 0.52 → 0.49 at (8, 4096, 16, 128); 1 stage at K = 64 (0.39 vs
       0.42 ms at (16, 2048, 32, 64)) and for float32 inputs (measured only in bf16; with 3 stages the float32 GPU
-      tests at K = 128 and K = 130 failed for want of shared memory, calls 6, 7). The dh walk stays at 1 (2.71 → 2.73 / 3.00 ms with 2 / 3 stages).
+      tests at K = 128 and K = 130 failed for want of shared memory, calls 6, 7). The dh walk stays at 1 (2.71 →
+      2.73 / 3.00 ms with 2 / 3 stages).
     - 32-column value blocks (env OSDN_FWD_BV=32) gave 1.56 → 1.31 ms at (1, 32768, 16, 128) and 0.50 → 0.72 at
       (8, 4096, 16, 128) (call 4), but with them for few sequences the GPU tests met an illegal memory access (call
       7; likely the Triton 3.6 narrow-dot fault noted in _chunk_fwd), so the walk keeps the common value block.
@@ -275,7 +276,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
         stored, lean = aux["bwd_mode"] == "stored", aux["lean"]
-        # dR for the stored-operand gradient kernel; with the lean walk it first holds scale Sᵀ dO
+        # dR for the stored-operand gradient kernel; with the lean walk it first holds Mᵀ scale Sᵀ dO
         drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or lean else None
         # lean: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] for the dh walk (transient), in the dtype of the walk's dot
         pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if lean else None

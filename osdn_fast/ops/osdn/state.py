@@ -39,7 +39,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .wy import _chunk_rows, _gate_cumsum
+from .wy import _chunk_rows, _gate_cumsum, _gate_rows
 
 
 @triton.jit
@@ -78,22 +78,7 @@ def _rows(ptr, t0, t1, i_h, H: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, 
     """Rows [t0, t1) of a [T, H, D] tensor, columns o_d, as a [BT, len(o_d)] tile in its stored dtype (zero
     elsewhere; nothing is read where t1 <= t0)."""
     o_t = tl.arange(0, BT)
-    m_t = (t0 + o_t) < t1
-    return tl.load(ptr + ((t0 + o_t[:, None]) * H + i_h) * D + o_d[None, :], mask=m_t[:, None] & m_d[None, :],
-                   other=0.0)
-
-
-@triton.jit
-def _gate_rows(g, beta, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
-    """β and g of rows [t0, t1) in their stored dtypes (zero-padded; g zeros without a gate)."""
-    o_t = tl.arange(0, BT)
-    m_t = (t0 + o_t) < t1
-    b = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
-    if USE_G:
-        gg = tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
-    else:
-        gg = tl.zeros([BT], dtype=tl.float32)
-    return b, gg
+    return _load2(ptr, t0, o_t, (t0 + o_t) < t1, i_h, H, D, o_d, m_d)
 
 
 @triton.jit

@@ -32,17 +32,28 @@ def _chunk_rows(cu, chunk_idx, i_c, BT: tl.constexpr):
 
 
 @triton.jit
+def _gate_rows(g, beta, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
+    """β and g of rows [t0, t1) in their stored dtypes (zero-padded; g zeros without a gate)."""
+    o_t = tl.arange(0, BT)
+    m_t = (t0 + o_t) < t1
+    b = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
+    if USE_G:
+        gg = tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
+    else:
+        gg = tl.zeros([BT], dtype=tl.float32)
+    return b, gg
+
+
+@triton.jit
 def _gate_cumsum(g, beta, cu_bos, t0, t1, i_h, H: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
     """λ (within-chunk cumulative log-gate, C3) and β for rows t0..t1-1 of a chunk, zero-padded."""
     o_t = tl.arange(0, BT)
-    m_t = (t0 + o_t) < t1
-    b = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+    bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
     if USE_G:
-        gg = tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-        lam = tl.cumsum(gg, axis=0)
+        lam = tl.cumsum(gn.to(tl.float32), axis=0)
     else:
         lam = tl.zeros([BT], dtype=tl.float32)
-    return b, lam, m_t
+    return bn.to(tl.float32), lam, (t0 + o_t) < t1
 
 
 @triton.jit
