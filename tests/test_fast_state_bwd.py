@@ -84,7 +84,8 @@ def test_stored_state_backward_is_the_default(monkeypatch):
     kernel nor the recomputing gradient kernel does."""
     monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
     launched = []
-    for name in ("state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_grads_kernel", "state_bwd_grads_stored_kernel"):
+    for name in ("state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_dh_tiles_kernel", "state_bwd_grads_kernel",
+                 "state_bwd_grads_stored_kernel"):
         kern = getattr(chunk_mod, name)
 
         class Spy:
@@ -98,7 +99,48 @@ def test_stored_state_backward_is_the_default(monkeypatch):
         monkeypatch.setattr(chunk_mod, name, Spy(kern, name))
     kw = realistic_problem(B=1, T=20, H=1, K=8, V=8, seed=2, full=True)
     compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    assert launched == ["state_bwd_dh_kernel", "state_bwd_grads_stored_kernel"]
+    assert launched == ["state_bwd_dh_tiles_kernel", "state_bwd_grads_stored_kernel"]
+
+
+@pytest.mark.parametrize("gated,K,V,dh0", [(False, 67, 130, True), (True, 67, 70, True), (True, 200, 24, False),
+                                           (False, 20, 70, True)])
+def test_tiled_dh_walk_equals_the_full_walk(monkeypatch, gated, K, V, dh0):
+    """The default dh walk (``state_bwd_dh_tiles_kernel``: dh as key tiles of <= 64 rows, two products on its chain)
+    gives the full walk's gradients (``OSDN_DH_WALK=full``: every product inside the walk), float32 within 1e-6
+    (scaled): one, two and four key tiles (K = 20, 67, 200), V over several value blocks, packed sequences with an
+    empty one, with and without a cotangent of the final state (dh0 feeds dinitial_state either way)."""
+    kw = _packed_problem(gated, K, V)
+    if not dh0:
+        del kw["initial_state"]
+    monkeypatch.setenv("OSDN_DH_WALK", "full")
+    _, full, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    monkeypatch.setenv("OSDN_DH_WALK", "tiles")
+    errs, tiles, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    assert_within(errs, torch.float32, BACKEND, what="chunk_osdn tiled dh walk")
+    names = [n for n in full if n.startswith("d") and n in tiles]
+    assert {"dq", "dk", "dv", "dbeta"} <= set(names) and (("dinitial_state" in names) == dh0)
+    for n in names:
+        scale = max(1.0, float(np.max(np.abs(ref[n]))))
+        diff = float(np.max(np.abs(tiles[n] - full[n]))) / scale
+        assert diff <= 1e-6, f"{n}: tiled vs full dh walk differ by {diff:.3e} (scaled)"
+
+
+def test_dh_walk_follows_the_number_of_sequence_head_pairs(monkeypatch):
+    """Without OSDN_DH_WALK the tiled walk runs for fewer than 64 (sequence, head) pairs and the full walk from 64 on."""
+    monkeypatch.delenv("OSDN_DH_WALK", raising=False)
+    monkeypatch.delenv("OSDN_STATE_WALK", raising=False)
+    assert chunk_mod._dh_walk_mode(False, 63) == "tiles"
+    assert chunk_mod._dh_walk_mode(False, 64) == "full"
+    assert chunk_mod._dh_walk_mode(True, 512) == "tiles"
+    monkeypatch.setenv("OSDN_DH_WALK", "full")
+    assert chunk_mod._dh_walk_mode(False, 1) == "full"
+
+
+def test_unknown_dh_walk_is_refused(monkeypatch):
+    monkeypatch.setenv("OSDN_DH_WALK", "halves")
+    kw = realistic_problem(B=1, T=5, H=1, K=4, V=4, seed=0, full=False)
+    with pytest.raises(ValueError, match="OSDN_DH_WALK"):
+        compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
 
 
 @pytest.mark.parametrize("gated,mode", [(False, "stored"), (True, "stored"), (True, "split")])

@@ -26,8 +26,8 @@ import triton.language as tl
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
-from .state import (state_bwd_dh_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel, state_bwd_grads_stored_kernel,
-                    state_bwd_kernel, state_fwd_kernel, state_out_kernel)
+from .state import (state_bwd_dh_kernel, state_bwd_dh_tiles_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel,
+                    state_bwd_grads_stored_kernel, state_bwd_kernel, state_fwd_kernel, state_out_kernel)
 from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
@@ -50,18 +50,35 @@ def _state_bwd_mode() -> str:
 
 
 def _state_walk_lean() -> bool:
-    """Whether the serial state walks are lean (env OSDN_STATE_WALK=lean; default ``full``): the forward walk does
-    only K h⁰, U = M R and the state update and ``state_out_kernel`` forms the output for all chunks at once; the dh
-    walk steps dR = Mᵀ scale Sᵀ dO + P dh with both terms' dh-free factors from ``state_bwd_dul_kernel`` (3 products
-    per serial step instead of 6, two on the backward's dh-to-dh chain instead of three), at the cost of two
-    chunk-parallel kernels and transient [T, H, V] and [T, H, K] buffers. Measured no faster (H100, same run,
-    reports/gpu-run-run6-NVIDIA-H200-H100.log call 5): fwd+bwd 11.84 vs 11.88 ms at (1, 32768, 16, 128) (dh walk
-    2.73 → 2.25, forward walk 1.32 → 0.92, plus 0.39 + 0.38 ms of chunk-parallel kernels), 6.23 vs 5.56 at
-    (8, 4096, 16, 128), 5.71 vs 5.21 at (16, 2048, 32, 64), and 128 MiB more at its peak; kept as an A/B switch."""
+    """Whether the forward state walk is lean (env OSDN_STATE_WALK=lean; default ``full``): it does only K h⁰, U = M R
+    and the state update and ``state_out_kernel`` forms the output for all chunks at once (3 products per serial step
+    instead of 6, at the cost of a chunk-parallel kernel and a transient [T, H, V] buffer); it also selects the tiled
+    dh walk (``_dh_walk_mode``). Measured no faster (H100, same run, reports/gpu-run-run6-NVIDIA-H200-H100.log call 5):
+    forward walk 1.32 → 0.92 ms plus 0.39 ms for the output kernel at (1, 32768, 16, 128), slower at the batched
+    shapes; kept as an A/B switch. Holding the state as key tiles in the full forward walk (as the tiled dh walk does)
+    was no faster either: 1.57 vs 1.46–1.67 ms with 1–2 stages, out of shared memory with 3 (run7 log, call 2)."""
     mode = os.environ.get("OSDN_STATE_WALK", "full")
     if mode not in ("full", "lean"):
         raise ValueError(f"OSDN_STATE_WALK: expected 'full' or 'lean', got {mode!r}")
     return mode == "lean"
+
+
+def _dh_walk_mode(lean: bool, NH: int) -> str:
+    """Which serial dh walk the C3 backward runs for NH (sequence, head) pairs (env OSDN_DH_WALK overrides):
+
+    - ``tiles`` (``state_bwd_dh_tiles_kernel``: dh as key tiles of <= 64 rows, two products on the walk's chain, the
+      dh-independent factors of dR from the chunk-parallel ``state_bwd_dul_kernel``) when NH < 64 or with
+      ``OSDN_STATE_WALK=lean``: few long sequences, where the serial walk dominates. Same-run A/B, bf16, H100
+      (reports/gpu-run-run7-NVIDIA-H200-H100.log, call 2): dh walk 2.71 (full) → 1.60 ms (tiles, 2 stages) at
+      (1, 32768, 16, 128), fwd+bwd 11.97 → 11.23 ms; 2.81 ms at 1 stage, 2.36 at 3 (call 1, H200).
+    - ``full`` (``state_bwd_dh_kernel``, every product inside the walk) otherwise: with many (sequence, head)
+      pairs the walk's programs fill the card and the extra kernel costs more than it saves: fwd+bwd 5.32 (full) vs
+      5.65 ms (tiles) at (8, 4096, 16, 128), 4.92 vs 5.02 at (16, 2048, 32, 64) (H200, call 1).
+    """
+    mode = os.environ.get("OSDN_DH_WALK", "tiles" if lean or NH < 64 else "full")
+    if mode not in ("tiles", "full"):
+        raise ValueError(f"OSDN_DH_WALK: expected 'tiles' or 'full', got {mode!r}")
+    return mode
 
 
 def _dscan_mode() -> str:
@@ -275,8 +292,9 @@ def _chunk_bwd(aux, do, dhT, ddT):
         db = torch.empty(1, T, H, device=dev, dtype=f32)
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
-        stored, lean = aux["bwd_mode"] == "stored", aux["lean"]
-        # dR for the stored-operand gradient kernel; with the lean walk it first holds Mᵀ scale Sᵀ dO
+        stored, walk = aux["bwd_mode"] == "stored", _dh_walk_mode(aux["lean"], N * H)
+        lean = walk == "tiles"  # the dh-independent factors of dR come from state_bwd_dul_kernel
+        # dR for the stored-operand gradient kernel; with the lean and tiled walks it first holds Mᵀ scale Sᵀ dO
         drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or lean else None
         # lean: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] for the dh walk (transient), in the dtype of the walk's dot
         pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if lean else None
@@ -285,16 +303,23 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
                 BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
-        # the dh walk's value block (env: A/B on a GPU; 32 faulted there with an illegal memory access, Triton 3.6,
-        # H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4)
+        # the dh walk's value block (env: A/B on a GPU; 32 faulted there with an illegal memory access in the full
+        # walk, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; the tiled walk ran at 32 without a
+        # fault, 1.60 → 1.29 ms at (1, 32768, 16, 128), run7 log call 2, but is kept at the common block for safety)
         BVD = _ENV("OSDN_DH_BV", BV)
-        state_bwd_dh_kernel[(cdiv(V, BVD), N * H)](
-            q, k, pbuf if lean else aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv,
-            dhbuf, dh0, drbuf,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored,
-            HAS_DUL=lean, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4),
-            num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
-        )
+        if walk == "tiles":
+            # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
+            state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
+                q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
+                H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
+                num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2),
+            )
+        else:
+            state_bwd_dh_kernel[(cdiv(V, BVD), N * H)](
+                q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
+                H=H, K=K, V=V, BT=BT, BK=BK, BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, STORE_DR=stored, DT=DT,
+                PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
+            )
         if NT > 0 and stored:
             BKO = min(BK, 64)  # key columns per program (blocks of >= 64 for 16-bit dots, see _chunk_fwd)
             NKB = cdiv(K, BKO)

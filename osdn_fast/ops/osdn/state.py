@@ -24,11 +24,13 @@ dh (dhbuf) it recomputes U and dR per value block and forms dQ, dK, dK̃, dβ, d
 blocks inside the program (no atomics). Both share the per-chunk tiles ``_bwd_chunk_tiles``, the
 intra-chunk matrix ``_intra_qk`` and the dR step ``_dr_of_chunk``.
 
-Lean walks (``OSDN_STATE_WALK=lean``): the forward walk keeps only K h⁰, U = M R and the state update and stores
-U; ``state_out_kernel`` forms O for all chunks at once from hbuf and U. ``state_bwd_dul_kernel`` forms Mᵀ scale Sᵀ dO
-and P = Mᵀ diag(e^{λn−λ}) K̃ for all chunks at once, so the dh walk's step is dR = Mᵀ scale Sᵀ dO + P dh: products
-per chunk 3 instead of 6 forward, 3 instead of 6 backward, and two instead of three on the backward's chain from one
-chunk's dh to the next (for few long sequences, where the walks dominate).
+Tiled dh walk (``state_bwd_dh_tiles_kernel``, the default for few (sequence, head) pairs, see chunk.py):
+``state_bwd_dul_kernel`` forms Mᵀ scale Sᵀ dO and P = Mᵀ diag(e^{λn−λ}) K̃ for all chunks at once, so the walk's step
+is dR = Mᵀ scale Sᵀ dO + P dh: three products per chunk instead of six, two instead of three on the chain from one
+chunk's dh to the next, with dh held as key tiles of <= 64 rows.
+
+Lean forward walk (``OSDN_STATE_WALK=lean``, an A/B switch): the forward walk keeps only K h⁰, U = M R and the state
+update and stores U; ``state_out_kernel`` forms O for all chunks at once from hbuf and U.
 
 Backward, fused (``state_bwd_kernel``, ``OSDN_STATE_BWD=fused``): one serial walk that also computes
 every intra-chunk gradient, the value blocks adding their parts of the sums over V with float32 atomics.
@@ -173,9 +175,10 @@ def state_bwd_dul_kernel(
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The dh-independent parts of dR = Mᵀ dU, dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed), for every chunk
-    at once (``OSDN_STATE_WALK=lean``); grid (NT, H, value blocks):
+    at once, for the tiled dh walk; grid (NT, H, value blocks):
 
-    - dul [T, H, V] = Mᵀ (scale Sᵀ dO), in dul's dtype; the lean dh walk reads it and overwrites it with dR;
+    - dul [T, H, V] = Mᵀ (scale Sᵀ dO), in dul's dtype; ``state_bwd_dh_tiles_kernel`` reads it and overwrites it
+      with dR;
     - pbuf [T, H, K] = P = Mᵀ diag(e^{λn−λ}) K̃ (first value block only), in pbuf's dtype,
 
     so that the walk's step is dR = dul + P dh and dh ← e^{λn} dh + scale (diag(e^λ) Q)ᵀ dO − (diag(β e^λ) K)ᵀ dR:
@@ -457,8 +460,7 @@ def state_bwd_dh_kernel(
     q, k, w, beta, g, M, do, dhT, cu, chunk_off, scale,
     dv, dhbuf, dh0, drbuf,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DR: tl.constexpr, HAS_DUL: tl.constexpr, DT: tl.constexpr,
-    PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3: the state adjoint dh, walked over the chunks in reverse.
 
@@ -476,9 +478,7 @@ def state_bwd_dh_kernel(
     dh0 : [N, H, K, V] float32
         Adjoint of the initial state.
     drbuf : [T, H, V]
-        dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``). With HAS_DUL (the lean
-        walk) drbuf holds Mᵀ scale Sᵀ dO on entry and ``w`` points at P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] (both from
-        ``state_bwd_dul_kernel``), so the step is dR = drbuf + P dh.
+        dR itself, in drbuf's dtype, when STORE_DR (for ``state_bwd_grads_stored_kernel``).
     """
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, dh = _state_block(cu, dhT, HAS_DHT, H, K, V, BK, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -492,18 +492,11 @@ def state_bwd_dh_kernel(
         # every load before the arithmetic
         qn, kn, wn, mn, bn, gn = _chunk_loads(q, k, w, beta, g, M, t0, t1, i_h, H, K, BT, BK, USE_G)
         don = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v)
-        if HAS_DUL:
-            dun = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_v)
         b, lam, m_t, qq, kk, ww, mm, lam_n, e, en_e, wd = _chunk_tiles_of(qn, kn, wn, mn, bn, gn, t0, t1, BT, USE_G,
                                                                             DT)
         ddo = don.to(DT)
-        if HAS_DUL:
-            dul = dun.to(tl.float32)
-            # w points at P = Mᵀ diag(e^{λn−λ}) K̃ here (state_bwd_dul_kernel)
-            dr = dul + tl.dot(ww, dh.to(DT), input_precision=PREC)
-        else:
-            S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
-            dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
+        S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+        dr = _dr_of_chunk(S, ddo, wd, dh, mm, scale, DT, PREC)
         tl.store(dv + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], (b[:, None] * dr).to(dv.dtype.element_ty),
                  mask=m_t[:, None] & m_v[None, :])
         if STORE_DR:
@@ -518,6 +511,172 @@ def state_bwd_dh_kernel(
             dh = dh + scale * tl.dot(tl.trans(qq), ddo, input_precision=PREC) \
                 - tl.dot(tl.trans((kk.to(tl.float32) * b[:, None]).to(DT)), drd, input_precision=PREC)
     tl.store(dh0 + (i_n * H + i_h) * K * V + hk, dh, mask=m_h)
+
+
+@triton.jit
+def _keys_t(ptr, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k):
+    """Key columns o_k of rows [t0, t1) of a [T, H, K] tensor as a K-major [len(o_k), BT] tile (zero-padded), the
+    operand layout of a product (·)ᵀ X without a transpose."""
+    o_t = tl.arange(0, BT)
+    return tl.load(ptr + ((t0 + o_t[None, :]) * H + i_h) * K + o_k[:, None],
+                   mask=m_k[:, None] & ((t0 + o_t) < t1)[None, :], other=0.0)
+
+
+@triton.jit
+def _tile_cols(i: tl.constexpr, BKT: tl.constexpr, K: tl.constexpr):
+    """Offsets and mask of key tile i (columns i·BKT … i·BKT + BKT − 1 of K)."""
+    o_k = i * BKT + tl.arange(0, BKT)
+    return o_k, o_k < K
+
+
+@triton.jit
+def _tile_store(ptr, dh, o_k, m_k, o_v, m_v, V: tl.constexpr):
+    """Store a [BKT, BV] tile of a [K, V] state at ``ptr`` (its first element), in ptr's dtype."""
+    tl.store(ptr + o_k[:, None] * V + o_v[None, :], dh.to(ptr.dtype.element_ty), mask=m_k[:, None] & m_v[None, :])
+
+
+@triton.jit
+def _tile_init(init, i_nh, HAS_INIT: tl.constexpr, o_k, m_k, o_v, m_v, K: tl.constexpr, V: tl.constexpr,
+               BKT: tl.constexpr, BV: tl.constexpr):
+    """A [BKT, BV] float32 tile of state i_nh of ``init`` [N·H, K, V], zeros without it."""
+    if HAS_INIT:
+        return tl.load(init + i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :],
+                       mask=m_k[:, None] & m_v[None, :], other=0.0).to(tl.float32)
+    return tl.zeros([BKT, BV], dtype=tl.float32)
+
+
+@triton.jit
+def _p_dh(p, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, dh, acc,
+          DT: tl.constexpr, PREC: tl.constexpr):
+    """acc + P_i dh_i: key tile i's part of P dh, P = Mᵀ diag(e^{λn−λ}) K̃ [BT, BKT], dh_i [BKT, BV] float32."""
+    pt = _rows(p, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
+    return tl.dot(pt, dh.to(DT), acc, input_precision=PREC)
+
+
+@triton.jit
+def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, e, be, en,
+                  ddo, drd, scale, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """Key tile i of the reverse state step (C3): dh_i ← e^{λn} dh_i + scale (diag(e^λ) Q_i)ᵀ dO − (diag(βe^λ) K_i)ᵀ dR,
+    with Q_i, K_i loaded K-major ([BKT, BT]); e = e^λ, be = β e^λ [BT], en = e^{λn}, dO and dR [BT, BV] in DT."""
+    qt = _keys_t(q, t0, t1, i_h, H, K, BT, o_k, m_k)
+    kt = _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k).to(tl.float32)
+    if USE_G:
+        qt = (qt.to(tl.float32) * e[None, :]).to(DT)
+        dh = en * dh
+    else:
+        qt = qt.to(DT)
+    kt = (kt * be[None, :]).to(DT)
+    return dh + scale * tl.dot(qt, ddo, input_precision=PREC) - tl.dot(kt, drd, input_precision=PREC)
+
+
+@triton.jit
+def state_bwd_dh_tiles_kernel(
+    q, k, p, beta, g, do, dhT, cu, chunk_off, scale,
+    dv, dhbuf, dh0, drbuf,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKT: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """Serial part of the reverse pass of C3 with the state adjoint kept as key tiles (the default dh walk).
+
+    One program per (value block, sequence, head) holds dh [K, BV] as up to four float32 tiles of BKT (≤ 64) key
+    rows, so that each product works on [BT, BKT] and [BKT, BV] operands (a 4-warp program then keeps them in
+    registers; the whole [K, BV] with [BT, K] tiles spilled). The dh-independent factors come from
+    ``state_bwd_dul_kernel`` (drbuf holds Mᵀ scale Sᵀ dO on entry, ``p`` is P = Mᵀ diag(e^{λn−λ}) K̃), so per chunk,
+    in reverse::
+
+        dR = Mᵀ scale Sᵀ dO + P dh                                  (= Mᵀ dU, C3 reversed)
+        dh ← e^{λn} dh + scale (diag(e^λ) Q)ᵀ dO − (diag(β e^λ) K)ᵀ dR
+
+    two products on the chain from one chunk's dh to the next.
+
+    Writes
+    ------
+    dv : [T, H, V]
+        diag(β) dR, in dv's dtype.
+    dhbuf : [NT, H, K, V]
+        Per global chunk, the adjoint of the chunk-END state, in dhbuf's dtype.
+    dh0 : [N, H, K, V] float32
+        Adjoint of the initial state.
+    drbuf : [T, H, V]
+        dR (overwriting Mᵀ scale Sᵀ dO), for ``state_bwd_grads_stored_kernel``.
+    """
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    bos = tl.load(cu + i_n).to(tl.int64)
+    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    c_off = tl.load(chunk_off + i_n).to(tl.int64)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    o_t = tl.arange(0, BT)
+    o_k1, m_k1 = _tile_cols(0, BKT, K)
+    o_k2, m_k2 = _tile_cols(1, BKT, K)
+    o_k3, m_k3 = _tile_cols(2, BKT, K)
+    o_k4, m_k4 = _tile_cols(3, BKT, K)
+    dh1 = _tile_init(dhT, i_nh, HAS_DHT, o_k1, m_k1, o_v, m_v, K, V, BKT, BV)
+    if K > BKT:
+        dh2 = _tile_init(dhT, i_nh, HAS_DHT, o_k2, m_k2, o_v, m_v, K, V, BKT, BV)
+    if K > 2 * BKT:
+        dh3 = _tile_init(dhT, i_nh, HAS_DHT, o_k3, m_k3, o_v, m_v, K, V, BKT, BV)
+    if K > 3 * BKT:
+        dh4 = _tile_init(dhT, i_nh, HAS_DHT, o_k4, m_k4, o_v, m_v, K, V, BKT, BV)
+    NC = tl.cdiv(eos - bos, BT)
+    for cc in range(0, NC):
+        c = NC - 1 - cc
+        t0 = bos + c * BT
+        t1 = tl.minimum(t0 + BT, eos)
+        m_t = (t0 + o_t) < t1
+        base = dhbuf + ((c_off + c) * H + i_h) * K * V
+        _tile_store(base, dh1, o_k1, m_k1, o_v, m_v, V)
+        if K > BKT:
+            _tile_store(base, dh2, o_k2, m_k2, o_v, m_v, V)
+        if K > 2 * BKT:
+            _tile_store(base, dh3, o_k3, m_k3, o_v, m_v, V)
+        if K > 3 * BKT:
+            _tile_store(base, dh4, o_k4, m_k4, o_v, m_v, V)
+        bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
+        b = bn.to(tl.float32)
+        if USE_G:
+            lam = tl.cumsum(gn.to(tl.float32), axis=0)
+            e = tl.exp(lam)
+            en = tl.exp(tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0))
+        else:
+            e = tl.full([BT], 1.0, dtype=tl.float32)
+            en = 1.0
+        dr = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)
+        dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k1, m_k1, dh1, dr, DT, PREC)
+        if K > BKT:
+            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k2, m_k2, dh2, dr, DT, PREC)
+        if K > 2 * BKT:
+            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k3, m_k3, dh3, dr, DT, PREC)
+        if K > 3 * BKT:
+            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k4, m_k4, dh4, dr, DT, PREC)
+        rows = ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        m_tv = m_t[:, None] & m_v[None, :]
+        tl.store(dv + rows, (b[:, None] * dr).to(dv.dtype.element_ty), mask=m_tv)
+        tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
+        ddo = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(DT)
+        drd = dr.to(DT)
+        be = b * e
+        dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, e, be, en, ddo, drd, scale, USE_G, DT, PREC)
+        if K > BKT:
+            dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, e, be, en, ddo, drd, scale, USE_G, DT,
+                                PREC)
+        if K > 2 * BKT:
+            dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, e, be, en, ddo, drd, scale, USE_G, DT,
+                                PREC)
+        if K > 3 * BKT:
+            dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, e, be, en, ddo, drd, scale, USE_G, DT,
+                                PREC)
+    base = dh0 + (i_n * H + i_h).to(tl.int64) * K * V
+    _tile_store(base, dh1, o_k1, m_k1, o_v, m_v, V)
+    if K > BKT:
+        _tile_store(base, dh2, o_k2, m_k2, o_v, m_v, V)
+    if K > 2 * BKT:
+        _tile_store(base, dh3, o_k3, m_k3, o_v, m_v, V)
+    if K > 3 * BKT:
+        _tile_store(base, dh4, o_k4, m_k4, o_v, m_v, V)
 
 
 @triton.jit
