@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | ncu. Logs go to $OUT/gpu-run.log.
+# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu. Logs go to $OUT/gpu-run.log.
 # ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
 # only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
@@ -52,6 +52,9 @@ for st in "$@"; do
     narrowdot)
       say "narrow 16-bit dot shapes (osdn_fast/_repro_narrow_dot.py): the Triton fault seen with 32-column blocks"
       timeout ${T_ND:-300} python3 osdn_fast/_repro_narrow_dot.py 2>&1 | tee -a "$LOG" ;;
+    decodehost)
+      say "decoding step: host vs launch vs device time, ours and fla (osdn_fast/_decode_host.py)"
+      timeout ${T_DH:-300} python3 -m osdn_fast._decode_host ${DH_N:-2000} 2>&1 | tee -a "$LOG" ;;
     ncu)
       say "ncu: profile of one chunk_osdn forward+backward, Triton kernels only (osdn_fast/profile_ncu.py)"
       rm -f "$OUT/ncu.csv" "$OUT/ncu.md"

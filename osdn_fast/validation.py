@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Optional
 
 import numpy as np
@@ -31,6 +32,17 @@ class Validated:
     cu_host: np.ndarray  # int64 [N + 1]: offsets of the packed form (B sequences of T without cu_seqlens)
     eta_is_tensor: bool
     device: torch.device
+
+
+@lru_cache(maxsize=256)
+def _packed_offsets(B: int, T: int) -> np.ndarray:
+    """Offsets [0, T, 2T, …, BT] of B sequences of T tokens viewed as packed (cached per (B, T), read-only).
+
+    Every decoding step asks for the same one; callers only read it (``np.diff``, ``tobytes``, device copies).
+    """
+    cu = np.arange(B + 1, dtype=np.int64) * T
+    cu.flags.writeable = False
+    return cu
 
 
 def _tensor(name: str, x: Any, dtypes=STREAM_DTYPES) -> None:
@@ -71,12 +83,16 @@ def validate(
     """
     for name, x in (("q", q), ("k", k), ("v", v), ("beta", beta)):
         _tensor(name, x)
-    for name, x in (("g", g), ("alpha", alpha)):
-        if x is not None:
-            _tensor(name, x)
-    for name, x in (("d_prior", d_prior), ("initial_state", initial_state), ("initial_precond", initial_precond)):
-        if x is not None:
-            _tensor(name, x, _FLOAT_DTYPES)
+    if g is not None:
+        _tensor("g", g)
+    if alpha is not None:
+        _tensor("alpha", alpha)
+    if d_prior is not None:
+        _tensor("d_prior", d_prior, _FLOAT_DTYPES)
+    if initial_state is not None:
+        _tensor("initial_state", initial_state, _FLOAT_DTYPES)
+    if initial_precond is not None:
+        _tensor("initial_precond", initial_precond, _FLOAT_DTYPES)
     eta_is_tensor = isinstance(eta, torch.Tensor)
     if eta_is_tensor:
         _tensor("eta", eta, _FLOAT_DTYPES)
@@ -90,12 +106,14 @@ def validate(
     dims = check_shapes(q, k, v, beta, g, alpha, eta if eta_is_tensor else None, d_prior, initial_state,
                         initial_precond, cu_seqlens)
     device = q.device
-    named = dict(k=k, v=v, beta=beta, g=g, alpha=alpha, d_prior=d_prior, initial_state=initial_state,
-                 initial_precond=initial_precond, eta=eta if eta_is_tensor else None, cu_seqlens=cu_seqlens)
-    for name, x in named.items():
+    for name, x in (("k", k), ("v", v), ("beta", beta), ("g", g), ("alpha", alpha), ("d_prior", d_prior),
+                    ("initial_state", initial_state), ("initial_precond", initial_precond),
+                    ("eta", eta if eta_is_tensor else None), ("cu_seqlens", cu_seqlens)):
         if x is not None and x.device != device:
             raise ValueError(f"{name}: expected a tensor on {device} (the device of q), got one on {x.device}")
     if eta_is_tensor:
+        # The value check (η ≥ 0, E8) must raise before any launch, so a CUDA eta is copied to the host: a device
+        # sync. A python-float eta (the decoding default) costs nothing here.
         e = eta.detach().to("cpu", torch.float64)
         eta_min = float("nan") if torch.isnan(e).any() else float(e.min())
     else:
@@ -107,7 +125,7 @@ def validate(
     if cu_seqlens is not None:
         cu_host = check_cu_seqlens_values(cu_seqlens, dims.T)
     else:
-        cu_host = np.arange(dims.B + 1, dtype=np.int64) * dims.T
+        cu_host = _packed_offsets(dims.B, dims.T)
     if dims.K > 256:
         raise ValueError(f"q: the fast path supports head dimension K <= 256, got K = {dims.K}")
     if dims.V > 256:

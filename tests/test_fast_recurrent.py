@@ -144,3 +144,32 @@ def test_no_grad_path_equals_autograd_path_for_each_eta(fn_name):
             outs[eta, cu is None] = o_ng
     assert not torch.equal(outs[0.3, True], outs[1.7, True])
     assert not torch.equal(outs[0.3, True], outs[0.3, False])
+
+
+def test_no_grad_batched_inputs_equal_the_packed_autograd_path():
+    """Without gradients ``fused_recurrent_osdn`` hands its kernel the [B, T, H, ·] inputs as they are (made
+    contiguous, not viewed as [1, B·T, H, ·]); with B > 1, non-contiguous inputs, a carried (state,
+    preconditioner) and T = 1 (a decoding step) the outputs equal the packed autograd path bit for bit, and no
+    input is modified."""
+    gen = torch.Generator().manual_seed(11)
+    r = lambda *s: torch.randn(*s, generator=gen).to(DEVICE)
+    B, H, K, V = 3, 2, 8, 4
+    for T in (1, 5):
+        q = r(B, H, T, K).transpose(1, 2)  # non-contiguous [B, T, H, K]
+        k = torch.nn.functional.normalize(r(B, T, H, K), dim=-1)
+        v = r(B, T, H, V)
+        beta = torch.rand(B, T, H, generator=gen).to(DEVICE)
+        alpha = torch.rand(B, H, T, generator=gen).to(DEVICE).transpose(1, 2)
+        h0, d0 = r(B, H, K, V), 1 + 0.1 * r(B, H, K)
+        kw = dict(alpha=alpha, eta=0.4, initial_state=h0, initial_precond=d0, output_final_state=True)
+        snap = [x.clone() for x in (q, k, v, beta, alpha, h0, d0)]
+        with torch.no_grad():
+            got = fused_recurrent_osdn(q, k, v, beta, **kw)
+        want = fused_recurrent_osdn(q, k.clone().requires_grad_(), v, beta, **kw)
+        assert want[0].grad_fn is not None and got[0].grad_fn is None
+        assert got[0].shape == (B, T, H, V)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b.detach())
+        for x, s in zip((q, k, v, beta, alpha, h0, d0), snap):
+            assert torch.equal(x, s)
+

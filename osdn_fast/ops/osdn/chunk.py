@@ -409,40 +409,52 @@ def _l2norm(x: torch.Tensor) -> torch.Tensor:
 
 def _finish(fn, q, k, v, beta, g, alpha, eta, d_prior, scale, initial_state, initial_precond, output_final_state,
             d_min, d_max, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size):
-    """Validate (spec §6), apply defaults, pack, run ``fn`` and unpack. Shared by both entry points."""
+    """Validate (spec §6), apply defaults, pack, run ``fn`` and unpack. Shared by both entry points.
+
+    Every check of :func:`~osdn_fast.validation.validate` runs first, before anything else. The [B, T] batch is
+    viewed as B packed sequences ([1, B·T, H, ·]) for the autograd path and for ``fn.run`` unless ``fn`` says
+    (``run_takes_batched``) that its no-gradient run reads any contiguous [B, T, H, ·] tensor as packed rows:
+    then the inputs go as they are (``.contiguous()`` only, a no-op when they already are) and the output is
+    not reshaped back, which saves a view per tensor on every decoding step.
+    """
     val = validate(q, k, v, beta, g, alpha, eta, d_prior, scale, initial_state, initial_precond, d_min, d_max,
                    cu_seqlens)
     if chunk_size not in (16, 32, 64, 128):
         raise ValueError(f"chunk_size: expected 16, 32, 64 or 128, got {chunk_size}")
-    B, T, H, K, V = (getattr(val.dims, a) for a in "BTHKV")
+    dims = val.dims
+    B, T, H, K, V = dims.B, dims.T, dims.H, dims.K, dims.V
     scale = K ** -0.5 if scale is None else float(scale)
     d_max = float("inf") if d_max is None else float(d_max)
     if use_qk_l2norm_in_kernel:
         q, k = _l2norm(q), _l2norm(k)
-
-    def pack(x, last):
-        return None if x is None else x.reshape((1, B * T, H) + last).contiguous()
-
-    qp, kp, vp = pack(q, (K,)), pack(k, (K,)), pack(v, (V,))
-    bp, gp, ap = pack(beta, ()), pack(g, ()), pack(alpha, ())
-    dev, f32 = q.device, torch.float32
-    if isinstance(eta, torch.Tensor):
-        eta_h = eta.reshape(-1).to(f32).expand(H) if eta.numel() == 1 else eta.to(f32)
+    dev, f32 = val.device, torch.float32
+    if val.eta_is_tensor:
+        eta_h = (eta.reshape(-1).to(f32).expand(H) if eta.numel() == 1 else eta.to(f32)).contiguous()
     else:
-        eta_h = cached(("eta", str(dev), H, float(eta)), lambda: torch.full((H,), float(eta), device=dev, dtype=f32))
+        eta_h = cached(("eta", dev, H, float(eta)), lambda: torch.full((H,), float(eta), device=dev, dtype=f32))
     if d_prior is None:
-        dp = cached(("ones", str(dev), H, K), lambda: torch.ones(H, K, device=dev, dtype=f32))
+        dp = cached(("ones", dev, H, K), lambda: torch.ones(H, K, device=dev, dtype=f32))
     else:
-        dp = d_prior.to(f32)
+        dp = d_prior.to(f32).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
     d0 = None if initial_precond is None else initial_precond.contiguous()
-    args = (qp, kp, vp, bp, gp, ap, eta_h, dp, h0, d0, scale, float(d_min), d_max, val.cu_host,
-            bool(output_final_state), int(chunk_size))
-    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in args[:10]):
+    grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, beta, g, alpha, eta_h, dp, h0, d0))
+    batched = not grad and getattr(fn, "run_takes_batched", False)
+
+    def pack(x, last):
+        if x is None:
+            return None
+        return x.contiguous() if batched else x.reshape((1, B * T, H) + last).contiguous()
+
+    args = (pack(q, (K,)), pack(k, (K,)), pack(v, (V,)), pack(beta, ()), pack(g, ()), pack(alpha, ()), eta_h, dp,
+            h0, d0, scale, float(d_min), d_max, val.cu_host, bool(output_final_state), int(chunk_size))
+    if grad:
         o, hT, dT = fn.apply(*args)
     else:  # nothing to differentiate (e.g. decoding under no_grad): no autograd node, no saved tensors
         o, hT, dT = fn.run(*args)
-    o = o.reshape(B, T, H, V)
+    if not batched:
+        o = o.reshape(B, T, H, V)
     if not output_final_state:
         return o, None, None
     return o, hT, dT

@@ -11,15 +11,16 @@ which recomputes the chunk-start states it needs; decoding is normally run witho
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from .chunk import _prepare_inputs, _chunk_bwd, _chunk_fwd, _finish
+from .chunk import _chunk_bwd, _chunk_fwd, _finish
 from .state import _state_block
-from .utils import cdiv, next_pow2
+from .utils import cdiv, cu_tensor, next_pow2
 
 
 @triton.jit
@@ -69,8 +70,22 @@ def fused_recurrent_fwd_kernel(
             tl.store(dT + (i_n * H + i_h) * K + o_k, d, mask=m_k)
 
 
+@lru_cache(maxsize=64)
+def _blocks(K: int, V: int):
+    """(BK, BV, number of value blocks) of :func:`fused_recurrent_fwd_kernel` for head dims K, V (cached: the same
+    on every decoding step)."""
+    BK = next_pow2(K)
+    BV = min(next_pow2(V), 32 if BK > 128 else 64)
+    return BK, BV, cdiv(V, BV)
+
+
 class FusedRecurrentOSDNFunction(torch.autograd.Function):
     """Forward: :func:`fused_recurrent_fwd_kernel`; backward: the chunkwise Triton backward (C1–C3)."""
+
+    # ``run`` reads q, k, v, beta, g, alpha as flat token rows through the offsets ``cu_host``, so a contiguous
+    # [B, T, H, ·] tensor needs no [1, B·T, H, ·] view (see ``_finish``); the autograd path is still given packed
+    # views, which the chunkwise backward needs.
+    run_takes_batched = True
 
     @staticmethod
     def forward(ctx, q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
@@ -84,17 +99,20 @@ class FusedRecurrentOSDNFunction(torch.autograd.Function):
     @staticmethod
     def run(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_max, cu_host, output_final_state,
             chunk_size):
-        """The forward kernel launch, shared by the autograd path and the no-gradient (decoding) path."""
-        P = _prepare_inputs(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, cu_host)
-        H, K, V, N = P["H"], P["K"], P["V"], P["N"]
-        BK = next_pow2(K)
-        BV = min(next_pow2(V), 32 if BK > 128 else 64)
+        """The forward kernel launch, shared by the autograd path and the no-gradient (decoding) path.
+
+        q, k, v, beta, g, alpha are contiguous, [1, B·T, H, ·] or [B, T, H, ·] (the same rows); eta [H] and
+        d_prior [H, K] are contiguous float32 (``_finish``); h0, d0 contiguous or None.
+        """
+        H, K, V = q.shape[-2], q.shape[-1], v.shape[-1]
+        N = len(cu_host) - 1
+        BK, BV, NV = _blocks(K, V)
+        dev = q.device
         o = torch.empty_like(v)
-        hT = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if output_final_state else None
-        dT = torch.empty(N, H, K, device=q.device, dtype=torch.float32) if output_final_state else None
-        grid = (cdiv(V, BV), N * H)
-        fused_recurrent_fwd_kernel[grid](
-            q, k, v, beta, P["g"], P["alpha"], P["eta"], P["d_prior"], P["h0"], P["d0"], o, hT, dT, P["cu"],
+        hT = torch.empty(N, H, K, V, device=dev, dtype=torch.float32) if output_final_state else None
+        dT = torch.empty(N, H, K, device=dev, dtype=torch.float32) if output_final_state else None
+        fused_recurrent_fwd_kernel[(NV, N * H)](
+            q, k, v, beta, g, alpha, eta, d_prior, h0, d0, o, hT, dT, cu_tensor(cu_host, dev),
             float(scale), float(d_min), float(d_max), H=H, K=K, V=V, BK=BK, BV=BV,
             USE_G=g is not None, HAS_ALPHA=alpha is not None, HAS_H0=h0 is not None, HAS_D0=d0 is not None,
             STORE_FINAL=output_final_state,

@@ -64,7 +64,8 @@ _CACHE: "OrderedDict[tuple, object]" = None  # filled on first use
 def cached(key: tuple, make):
     """Small LRU cache (256 entries) of read-only device constants: cu_seqlens offsets, chunk indices, the
     default d° = 1 and η filled from a python float. Decoding calls the kernels once per token; rebuilding
-    these (host→device copies, fills) was most of a decoding step's time. Callers never write into them."""
+    these (host→device copies, fills) was most of a decoding step's time. Callers never write into them.
+    Keys hold the ``torch.device`` itself (hashable), not ``str(device)``: formatting it costs about 1 µs."""
     global _CACHE
     if _CACHE is None:
         from collections import OrderedDict
@@ -82,8 +83,8 @@ def cached(key: tuple, make):
 
 def cu_tensor(cu_host: np.ndarray, device) -> torch.Tensor:
     """int32 device copy of the packed offsets ``cu_host`` (cached)."""
-    return cached(("cu", str(device), cu_host.tobytes()),
-                  lambda: torch.as_tensor(cu_host, dtype=torch.int32, device=device))
+    return cached(("cu", device, cu_host.tobytes()),
+                  lambda: torch.as_tensor(cu_host.astype(np.int32), device=device))  # a copy: cu_host may be read-only
 
 
 def chunk_index_tensors(cu_host: np.ndarray, BT: int, device):
@@ -91,4 +92,4 @@ def chunk_index_tensors(cu_host: np.ndarray, BT: int, device):
     def make():
         idx, offs = chunk_indices(cu_host, BT)
         return torch.as_tensor(idx, device=device), torch.as_tensor(offs, device=device), idx.shape[0]
-    return cached(("chunks", str(device), BT, cu_host.tobytes()), make)
+    return cached(("chunks", device, BT, cu_host.tobytes()), make)
