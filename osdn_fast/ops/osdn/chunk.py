@@ -56,7 +56,8 @@ def _state_walk_lean() -> bool:
     dh walk (``_dh_walk_mode``). Measured no faster (H100, same run, reports/gpu-run-run6-NVIDIA-H200-H100.log call 5):
     forward walk 1.32 → 0.92 ms plus 0.39 ms for the output kernel at (1, 32768, 16, 128), slower at the batched
     shapes; kept as an A/B switch. Holding the state as key tiles in the full forward walk (as the tiled dh walk does)
-    was no faster either: 1.57 vs 1.46–1.67 ms with 1–2 stages, out of shared memory with 3 (run7 log, call 2)."""
+    gained little: 1.57 → 3.61 / 1.50 ms with 1 / 2 stages (1.46 at 32 value columns), out of shared memory
+    with 3, fwd+bwd 11.31 → 11.34 ms at (1, 32768, 16, 128) (H100, run7 log, call 2)."""
     mode = os.environ.get("OSDN_STATE_WALK", "full")
     if mode not in ("full", "lean"):
         raise ValueError(f"OSDN_STATE_WALK: expected 'full' or 'lean', got {mode!r}")
