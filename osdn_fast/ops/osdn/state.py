@@ -536,13 +536,48 @@ def _tile_store(ptr, dh, o_k, m_k, o_v, m_v, V: tl.constexpr):
 
 
 @triton.jit
-def _tile_init(init, i_nh, HAS_INIT: tl.constexpr, o_k, m_k, o_v, m_v, K: tl.constexpr, V: tl.constexpr,
+def _tile_init(init, i_nh, HAS_INIT: tl.constexpr, i: tl.constexpr, o_v, m_v, K: tl.constexpr, V: tl.constexpr,
                BKT: tl.constexpr, BV: tl.constexpr):
-    """A [BKT, BV] float32 tile of state i_nh of ``init`` [N·H, K, V], zeros without it."""
+    """Key tile i ([BKT, BV], float32) of state i_nh of ``init`` [N·H, K, V], zeros without it."""
     if HAS_INIT:
+        o_k, m_k = _tile_cols(i, BKT, K)
         return tl.load(init + i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :],
                        mask=m_k[:, None] & m_v[None, :], other=0.0).to(tl.float32)
     return tl.zeros([BKT, BV], dtype=tl.float32)
+
+
+@triton.jit
+def _tiles_init(init, i_nh, HAS_INIT: tl.constexpr, o_v, m_v, K: tl.constexpr, V: tl.constexpr, BKT: tl.constexpr,
+                BV: tl.constexpr):
+    """The up to four key tiles of a [K, V] state (``_tile_init``); tiles past K are the first one again, unused
+    placeholders (every use is behind the same ``K > i·BKT`` test)."""
+    h1 = _tile_init(init, i_nh, HAS_INIT, 0, o_v, m_v, K, V, BKT, BV)
+    h2 = h1
+    h3 = h1
+    h4 = h1
+    if K > BKT:
+        h2 = _tile_init(init, i_nh, HAS_INIT, 1, o_v, m_v, K, V, BKT, BV)
+    if K > 2 * BKT:
+        h3 = _tile_init(init, i_nh, HAS_INIT, 2, o_v, m_v, K, V, BKT, BV)
+    if K > 3 * BKT:
+        h4 = _tile_init(init, i_nh, HAS_INIT, 3, o_v, m_v, K, V, BKT, BV)
+    return h1, h2, h3, h4
+
+
+@triton.jit
+def _tiles_store(ptr, h1, h2, h3, h4, o_v, m_v, K: tl.constexpr, V: tl.constexpr, BKT: tl.constexpr):
+    """Store the key tiles of a [K, V] state at ``ptr`` (its first element), in ptr's dtype."""
+    o_k, m_k = _tile_cols(0, BKT, K)
+    _tile_store(ptr, h1, o_k, m_k, o_v, m_v, V)
+    if K > BKT:
+        o_k, m_k = _tile_cols(1, BKT, K)
+        _tile_store(ptr, h2, o_k, m_k, o_v, m_v, V)
+    if K > 2 * BKT:
+        o_k, m_k = _tile_cols(2, BKT, K)
+        _tile_store(ptr, h3, o_k, m_k, o_v, m_v, V)
+    if K > 3 * BKT:
+        o_k, m_k = _tile_cols(3, BKT, K)
+        _tile_store(ptr, h4, o_k, m_k, o_v, m_v, V)
 
 
 @triton.jit
@@ -614,27 +649,14 @@ def state_bwd_dh_tiles_kernel(
     o_k2, m_k2 = _tile_cols(1, BKT, K)
     o_k3, m_k3 = _tile_cols(2, BKT, K)
     o_k4, m_k4 = _tile_cols(3, BKT, K)
-    dh1 = _tile_init(dhT, i_nh, HAS_DHT, o_k1, m_k1, o_v, m_v, K, V, BKT, BV)
-    if K > BKT:
-        dh2 = _tile_init(dhT, i_nh, HAS_DHT, o_k2, m_k2, o_v, m_v, K, V, BKT, BV)
-    if K > 2 * BKT:
-        dh3 = _tile_init(dhT, i_nh, HAS_DHT, o_k3, m_k3, o_v, m_v, K, V, BKT, BV)
-    if K > 3 * BKT:
-        dh4 = _tile_init(dhT, i_nh, HAS_DHT, o_k4, m_k4, o_v, m_v, K, V, BKT, BV)
+    dh1, dh2, dh3, dh4 = _tiles_init(dhT, i_nh, HAS_DHT, o_v, m_v, K, V, BKT, BV)
     NC = tl.cdiv(eos - bos, BT)
     for cc in range(0, NC):
         c = NC - 1 - cc
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         m_t = (t0 + o_t) < t1
-        base = dhbuf + ((c_off + c) * H + i_h) * K * V
-        _tile_store(base, dh1, o_k1, m_k1, o_v, m_v, V)
-        if K > BKT:
-            _tile_store(base, dh2, o_k2, m_k2, o_v, m_v, V)
-        if K > 2 * BKT:
-            _tile_store(base, dh3, o_k3, m_k3, o_v, m_v, V)
-        if K > 3 * BKT:
-            _tile_store(base, dh4, o_k4, m_k4, o_v, m_v, V)
+        _tiles_store(dhbuf + ((c_off + c) * H + i_h) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
         bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
         b = bn.to(tl.float32)
         if USE_G:
@@ -669,14 +691,7 @@ def state_bwd_dh_tiles_kernel(
         if K > 3 * BKT:
             dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, e, be, en, ddo, drd, scale, USE_G, DT,
                                 PREC)
-    base = dh0 + (i_n * H + i_h).to(tl.int64) * K * V
-    _tile_store(base, dh1, o_k1, m_k1, o_v, m_v, V)
-    if K > BKT:
-        _tile_store(base, dh2, o_k2, m_k2, o_v, m_v, V)
-    if K > 2 * BKT:
-        _tile_store(base, dh3, o_k3, m_k3, o_v, m_v, V)
-    if K > 3 * BKT:
-        _tile_store(base, dh4, o_k4, m_k4, o_v, m_v, V)
+    _tiles_store(dh0 + i_nh.to(tl.int64) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
 
 
 @triton.jit
