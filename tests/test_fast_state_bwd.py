@@ -146,13 +146,15 @@ def test_unknown_dh_walk_is_refused(monkeypatch):
 @pytest.mark.parametrize("gated,mode", [(False, "stored"), (True, "stored"), (True, "split")])
 def test_lean_state_walks_equal_the_full_walks(monkeypatch, gated, mode):
     """OSDN_STATE_WALK=lean (the forward walk without the output, ``state_out_kernel`` forming it for all chunks;
-    the dh walk reading scale Sᵀ dO from ``state_bwd_dul_kernel``) gives the full walks' outputs, final state and
+    the tiled dh walk reading Mᵀ scale Sᵀ dO from ``state_bwd_dul_kernel``) gives the full walks' outputs, final state and
     every gradient: float32 within 1e-6 (scaled), K and V over several blocks, packed sequences with an empty one."""
     kw = _packed_problem(gated, 67, 130)
     monkeypatch.setenv("OSDN_STATE_BWD", mode)
     monkeypatch.setenv("OSDN_STATE_WALK", "full")
+    monkeypatch.setenv("OSDN_DH_WALK", "full")
     _, full, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     monkeypatch.setenv("OSDN_STATE_WALK", "lean")
+    monkeypatch.delenv("OSDN_DH_WALK")
     errs, lean, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn lean walks ({mode} state bwd)")
     names = [n for n in full if n in lean]

@@ -69,9 +69,9 @@ def _dh_walk_mode(lean: bool, NH: int) -> str:
 
     - ``tiles`` (``state_bwd_dh_tiles_kernel``: dh as key tiles of <= 64 rows, two products on the walk's chain, the
       dh-independent factors of dR from the chunk-parallel ``state_bwd_dul_kernel``) when NH < 64 or with
-      ``OSDN_STATE_WALK=lean``: few long sequences, where the serial walk dominates. Same-run A/B, bf16, H100
-      (reports/gpu-run-run7-NVIDIA-H200-H100.log, call 2): dh walk 2.71 (full) → 1.60 ms (tiles, 2 stages) at
-      (1, 32768, 16, 128), fwd+bwd 11.97 → 11.23 ms; 2.81 ms at 1 stage, 2.36 at 3 (call 1, H200).
+      ``OSDN_STATE_WALK=lean``: few long sequences, where the serial walk dominates. Same-run A/B, bf16, H200
+      (reports/gpu-run-run7-NVIDIA-H200-H100.log, call 1): dh walk 2.71 (full) → 1.59 ms (tiles, 2 stages; 2.81 at
+      1 stage, 2.36 at 3) at (1, 32768, 16, 128), fwd+bwd 12.03 → 11.21 ms.
     - ``full`` (``state_bwd_dh_kernel``, every product inside the walk) otherwise: with many (sequence, head)
       pairs the walk's programs fill the card and the extra kernel costs more than it saves: fwd+bwd 5.32 (full) vs
       5.65 ms (tiles) at (8, 4096, 16, 128), 4.92 vs 5.02 at (16, 2048, 32, 64) (H200, call 1).
@@ -293,13 +293,12 @@ def _chunk_bwd(aux, do, dhT, ddT):
         db = torch.empty(1, T, H, device=dev, dtype=f32)
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
-        stored, walk = aux["bwd_mode"] == "stored", _dh_walk_mode(aux["lean"], N * H)
-        lean = walk == "tiles"  # the dh-independent factors of dR come from state_bwd_dul_kernel
-        # dR for the stored-operand gradient kernel; with the lean and tiled walks it first holds Mᵀ scale Sᵀ dO
-        drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or lean else None
-        # lean: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] for the dh walk (transient), in the dtype of the walk's dot
-        pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if lean else None
-        if lean and NT > 0:
+        stored, tiles = aux["bwd_mode"] == "stored", _dh_walk_mode(aux["lean"], N * H) == "tiles"
+        # dR for the stored-operand gradient kernel; for the tiled walk it first holds Mᵀ scale Sᵀ dO
+        drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or tiles else None
+        # tiled walk: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] (transient), in the dtype of the walk's dot
+        pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if tiles else None
+        if tiles and NT > 0:
             state_bwd_dul_kernel[(NT, H, NV)](
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
                 BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
@@ -308,7 +307,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         # walk, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; the tiled walk ran at 32 without a
         # fault, 1.60 → 1.29 ms at (1, 32768, 16, 128), run7 log call 2, but is kept at the common block for safety)
         BVD = _ENV("OSDN_DH_BV", BV)
-        if walk == "tiles":
+        if tiles:
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
             state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
                 q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
