@@ -51,21 +51,28 @@ def _load2(ptr, t0, o_t, m_t, i_h, H: tl.constexpr, D: tl.constexpr, o_d, m_d):
 
 
 @triton.jit
-def _state_block(cu, init, HAS_INIT: tl.constexpr, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                 BK: tl.constexpr, BV: tl.constexpr):
-    """Prologue of the serial kernels (grid (value blocks, N·H)): the program's sequence i_n and head i_h, the
-    sequence bounds [bos, eos), key/value offsets and masks, the offsets ``hk`` and mask ``m_h`` of its
-    [BK, BV] slice of a [K, V] state, and that slice of ``init`` [N, H, K, V] in float32 (zeros without it)."""
+def _walk_program(cu, H: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
+    """Program ids of a serial walk (grid (value blocks, N·H)): i_nh, the sequence i_n and head i_h, the sequence
+    bounds [bos, eos) and the value block's offsets and mask."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
     bos = tl.load(cu + i_n).to(tl.int64)
     eos = tl.load(cu + i_n + 1).to(tl.int64)
+    o_v = i_v * BV + tl.arange(0, BV)
+    return i_nh, i_n, i_h, bos, eos, o_v, o_v < V
+
+
+@triton.jit
+def _state_block(cu, init, HAS_INIT: tl.constexpr, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                 BK: tl.constexpr, BV: tl.constexpr):
+    """Prologue of the serial kernels (grid (value blocks, N·H)): the program's sequence i_n and head i_h, the
+    sequence bounds [bos, eos), key/value offsets and masks, the offsets ``hk`` and mask ``m_h`` of its
+    [BK, BV] slice of a [K, V] state, and that slice of ``init`` [N, H, K, V] in float32 (zeros without it)."""
+    i_nh, i_n, i_h, bos, eos, o_v, m_v = _walk_program(cu, H, V, BV)
     o_k = tl.arange(0, BK)
     m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
     hk = o_k[:, None] * V + o_v[None, :]
     m_h = m_k[:, None] & m_v[None, :]
     if HAS_INIT:
@@ -635,15 +642,8 @@ def state_bwd_dh_tiles_kernel(
     drbuf : [T, H, V]
         dR (overwriting Mᵀ scale Sᵀ dO), for ``state_bwd_grads_stored_kernel``.
     """
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos = tl.load(cu + i_n).to(tl.int64)
-    eos = tl.load(cu + i_n + 1).to(tl.int64)
+    i_nh, i_n, i_h, bos, eos, o_v, m_v = _walk_program(cu, H, V, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
     o_t = tl.arange(0, BT)
     o_k1, m_k1 = _tile_cols(0, BKT, K)
     o_k2, m_k2 = _tile_cols(1, BKT, K)
