@@ -102,8 +102,7 @@ def test_stored_state_backward_is_the_default(monkeypatch):
     assert launched == ["state_bwd_dh_tiles_kernel", "state_bwd_grads_stored_kernel"]
 
 
-@pytest.mark.parametrize("gated,K,V,dh0", [(False, 67, 130, True), (True, 67, 70, True), (True, 200, 24, False),
-                                           (False, 20, 70, True)])
+@pytest.mark.parametrize("gated,K,V,dh0", [(False, 67, 130, True), (True, 200, 24, False), (False, 20, 70, True)])
 def test_tiled_dh_walk_equals_the_full_walk(monkeypatch, gated, K, V, dh0):
     """The default dh walk (``state_bwd_dh_tiles_kernel``: dh as key tiles of <= 64 rows, two products on its chain)
     gives the full walk's gradients (``OSDN_DH_WALK=full``: every product inside the walk), float32 within 1e-6
