@@ -23,7 +23,7 @@ from osdn_fast import chunk_osdn
 from osdn_fast.compare import compare
 from osdn_fast.ops.osdn import chunk as chunk_mod
 from osdn_fast.ops.osdn.dscan import dscan_bwd_kernel, dscan_fwd_kernel
-from osdn_fast.ops.osdn.dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
+from osdn_fast.ops.osdn.dscan_chunk import dscan_chunk_backward, dscan_chunk_forward, dscan_chunk_sum_kernel
 from osdn_fast.tolerance import BACKEND, assert_within
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -344,6 +344,30 @@ def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC):
         y = res["chunk"][n]
         err = float((x - y).abs().max() / max(1.0, float(x.abs().max())))
         assert err <= TOL, f"{n}: token vs chunk scan differ by {err:.2e} (C={C})"
+
+
+@pytest.mark.parametrize("has_alpha", [True, False])
+def test_per_chunk_partials_sum_to_each_sequences_deta_and_ddp(has_alpha):
+    """``dscan_chunk_sum_kernel`` turns the per-chunk partials of ∂L/∂η and ∂L/∂d° into per-sequence sums, blocks of
+    chunks at a time: sequences of 0, 1, 37 and 300 chunks (several blocks, a partial last one) equal the float64 sums
+    to float32 rounding; without α (E1 has no d° term) ∂L/∂d° is exactly 0 and the partials are not read."""
+    rng = np.random.default_rng(5)
+    H, K, n_chunks = 3, 5, [0, 1, 37, 300]
+    off = np.concatenate([[0], np.cumsum(n_chunks)])
+    NT = int(off[-1])
+    peta = rng.standard_normal((NT, H))
+    pdp = rng.standard_normal((NT, H, K))
+    t = lambda x: torch.tensor(x, dtype=F32, device=DEVICE)
+    N = len(n_chunks)
+    deta = torch.full((N, H), float("nan"), device=DEVICE)
+    ddp = torch.full((N, H, K), float("nan"), device=DEVICE)
+    dscan_chunk_sum_kernel[(N, H)](t(peta), t(pdp) if has_alpha else None,
+                                   torch.tensor(off, dtype=torch.int32, device=DEVICE), deta, ddp,
+                                   H=H, K=K, BK=8, BC=16 if has_alpha else 128, HAS_ALPHA=has_alpha)
+    want_eta = np.stack([peta[off[n]:off[n + 1]].sum(0) for n in range(N)])
+    want_dp = np.stack([pdp[off[n]:off[n + 1]].sum(0) for n in range(N)]) if has_alpha else np.zeros((N, H, K))
+    np.testing.assert_allclose(deta.cpu().numpy(), want_eta, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ddp.cpu().numpy(), want_dp, rtol=0, atol=1e-4 if has_alpha else 0)
 
 
 # Found by the thorough Hypothesis profile (tests/test_fast_chunk.py, float32, seed 1851124015, fourth session) and

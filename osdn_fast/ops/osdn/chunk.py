@@ -303,10 +303,12 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
                 BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
-        # the dh walk's value block (env: A/B on a GPU; 32 faulted there with an illegal memory access in the full
-        # walk, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; the tiled walk ran at 32 without a
-        # fault, 1.60 → 1.29 ms at (1, 32768, 16, 128), run7 log call 2, but is kept at the common block for safety)
-        BVD = _ENV("OSDN_DH_BV", BV)
+        # the dh walk's value block (env: A/B on a GPU). The full walk keeps the common block: at 32 it faulted with an
+        # illegal memory access (16-bit dots, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; again
+        # on an H200, run8 log call 4). The tiled walk takes 32 columns for 16-bit inputs, twice the programs for the
+        # few (sequence, head) pairs it serves: 1.597 → 1.312 ms at (1, 32768, 16, 128), bf16, bit-identical
+        # gradients (H200, run8 log call 5; 1.60 → 1.29 on an H100, run7 log call 2)
+        BVD = _ENV("OSDN_DH_BV", min(BV, 32) if tiles and DT is not tl.float32 else BV)
         if tiles:
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
             state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
@@ -355,9 +357,14 @@ def _chunk_bwd(aux, do, dhT, ddT):
         )
     else:
         saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"])
+        # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
+        # instead of a float32 read-modify-write followed by a cast
+        dk_out = dk if k.dtype == f32 else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)
+        db_out = db if beta.dtype == f32 else torch.empty(1, T, H, device=dev, dtype=beta.dtype)
         dalpha, deta, ddp, dd0 = dscan_chunk_backward(
             k, beta, alpha, aux["eta"], aux["d_prior"], saved, dw, ddT, aux["cu"], N, aux["d_min"], aux["d_max"],
-            aux["DC"], aux["DW"], aux["PREC"], dk, db)
+            aux["DC"], aux["DW"], aux["PREC"], dk, db, dk_out, db_out)
+        dk, db = dk_out, db_out
     d_dp = ddp.sum(0)
     if d0 is None:
         d_dp = d_dp + dd0.sum(0)

@@ -36,7 +36,7 @@ chunk is::
 
     α_1 G_1 = g⁰ + Γ_n z_n − η Σ_l Γ_l s¹_l u_l,    g⁰ = Σ_l Γ_l (direct_l − η s⁰_l u_l).
 
-So the backward is three passes: g⁰ for all chunks at once (``dscan_chunk_bwd_pre_kernel``), the serial carry of z
+So the backward is three passes: g⁰ and s⁰ for all chunks at once (``dscan_chunk_bwd_pre_kernel``), the serial carry of z
 over the chunks in reverse (``dscan_chunk_bwd_walk_kernel``: one [C, K] matrix-vector product each way and one
 [C, C] product per chunk), then every gradient for all chunks at once from their δ⁰ and z_n
 (``dscan_chunk_bwd_kernel``). Per token: ∂L/∂u_t = −η s_t d̄_{t-1}, ∂L/∂û_t = η ρ_t z_t,
@@ -321,6 +321,14 @@ def _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H: tl
 
 
 @triton.jit
+def _chunk_direct(kk, dbar, gw, d_min, d_max):
+    """p = clip(d̄) (E2) and direct = [d_min < d̄ < d_max] ⊙ ∂L/∂K̃ ⊙ k (E2, E3): ∂L/∂d̄ through the write keys."""
+    p = _clip(dbar, d_min, d_max)
+    inr = (dbar > d_min) & (dbar < d_max)
+    return p, tl.where(inr, gw * kk, 0.0)
+
+
+@triton.jit
 def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl.constexpr, PREC: tl.constexpr):
     """The parts of one chunk's reverse pass that do not depend on the adjoint z_n entering it from the right.
 
@@ -329,9 +337,7 @@ def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl
     """
     o_t = tl.arange(0, BT)
     strict = o_t[:, None] > o_t[None, :]
-    p = _clip(dbar, d_min, d_max)
-    inr = (dbar > d_min) & (dbar < d_max)
-    direct = tl.where(inr, gw * kk, 0.0)
+    p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
     pd = tl.dot(direct, tl.trans(uh), input_precision=PREC)  # ⟨direct_l, û_i⟩ at [l, i]
     b0 = tl.sum(tl.where(strict, R * pd, 0.0), axis=0)
     s0 = tl.sum(Mi * b0[:, None], axis=0)
@@ -396,7 +402,7 @@ def dscan_chunk_out_kernel(
 
 @triton.jit
 def dscan_chunk_bwd_pre_kernel(
-    k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, chunk_idx, d_min, d_max, G0,
+    k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, chunk_idx, d_min, d_max, G0, S0,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
@@ -404,13 +410,15 @@ def dscan_chunk_bwd_pre_kernel(
 
     With z_n the adjoint ∂L/∂d at the chunk's last token, the adjoint leaving the chunk to the left is
     α_1 G_1 = g⁰ + Γ_n z_n − η Σ_l Γ_l s¹_l u_l with s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n) (module docstring; Γ_l = α_1 R(l, 1)).
-    Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l.
+    Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l, and S0 [T, H] (fp32): s⁰ = M_dᵀ b⁰ per token, which
+    ``dscan_chunk_bwd_kernel`` reads instead of forming b⁰ again.
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
     tl.store(G0 + st, tl.sum(gam[:, None] * e0, axis=0), mask=m_k)
+    tl.store(S0 + (t0 + tl.arange(0, BT)) * H + i_h, s0, mask=m_t)
 
 
 @triton.jit
@@ -460,27 +468,30 @@ def dscan_chunk_bwd_walk_kernel(
 
 @triton.jit
 def dscan_chunk_bwd_kernel(
-    k, beta, alpha, eta, d_prior, Md, Dc, Zc, dw, cu, chunk_idx, d_min, d_max,
-    dk, dbeta, dalpha, peta, pdp,
+    k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, chunk_idx, d_min, d_max,
+    dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Reverse mode of C1 for every chunk at once, from its entering δ⁰ (Dc) and exiting adjoint z_n (Zc);
-    grid (NT, H).
+    """Reverse mode of C1 for every chunk at once, from its entering δ⁰ (Dc), exiting adjoint z_n (Zc) and the
+    z-independent s⁰ (S0, from ``dscan_chunk_bwd_pre_kernel``); grid (NT, H).
 
-    Adds to dk [T, H, K] and dbeta [T, H], writes dalpha [T, H] and per-chunk partial sums peta [NT, H]
-    (∂L/∂η) and pdp [NT, H, K] (∂L/∂d° through E1), reduced per sequence by ``dscan_chunk_sum_kernel``.
-    Formulas: module docstring. The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
+    Writes dk_out = dk + (this part) [T, H, K] and dbeta_out = dbeta + (this part) [T, H] in the outputs' dtypes
+    (the input dtype of k and β: the sums are formed in float32 and rounded once; ``dk_out`` may be ``dk``),
+    dalpha [T, H] and per-chunk partial sums peta [NT, H] (∂L/∂η) and, with α, pdp [NT, H, K] (∂L/∂d° through E1;
+    0 without α, and not written), reduced per sequence by ``dscan_chunk_sum_kernel``. Formulas: module docstring. The clip of E2 passes the gradient
+    strictly inside d_min < d̄ < d_max.
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
     z = tl.load(Zc + st, mask=m_k, other=0.0)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
-    p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
+    p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
     o_t = tl.arange(0, BT)
+    s0 = tl.load(S0 + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
     last = o_t[:, None] == (t1 - t0 - 1)
     rn = tl.sum(tl.where(last, R, 0.0), axis=0)  # R(n, i)
-    # transposed C1 with the z_n part: s = M_dᵀ (b⁰ + R(n, ·) ⊙ Û z_n)
+    # transposed C1 with the z_n part: s = M_dᵀ (b⁰ + R(n, ·) ⊙ Û z_n) = s⁰ + M_dᵀ (R(n, ·) ⊙ Û z_n)
     s = s0 + tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
     e = direct - (et * s)[:, None] * u
     G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
@@ -493,35 +504,41 @@ def dscan_chunk_bwd_kernel(
     g_k = gw * p + g_u * (2.0 * b)[:, None] * kk + tl.where(nz[:, None], (2.0 * b / s_safe)[:, None] * kk
                                                             * (g_uh - cst[:, None]), 0.0)
     g_b = tl.sum(g_u * k2, axis=1) + cst
-    _store_rows(dk, _load_rows(dk, t0, t1, i_h, H, K, BT, BK) + g_k, t0, t1, i_h, H, K, BT, BK)
-    p_b = dbeta + (t0 + o_t) * H + i_h
-    tl.store(p_b, tl.load(p_b, mask=m_t, other=0.0) + g_b, mask=m_t)
+    _store_rows(dk_out, (_load_rows(dk, t0, t1, i_h, H, K, BT, BK) + g_k).to(dk_out.dtype.element_ty), t0, t1, i_h,
+                H, K, BT, BK)
+    p_b = (t0 + o_t) * H + i_h
+    tl.store(dbeta_out + p_b, (tl.load(dbeta + p_b, mask=m_t, other=0.0) + g_b).to(dbeta_out.dtype.element_ty),
+             mask=m_t)
     tl.store(peta + i_c.to(tl.int64) * H + i_h, tl.sum(tl.where(m_t, rho * s, 0.0), axis=0))
     # E1: d̄ = d° + α (d − d°)
     if HAS_ALPHA:
         tl.store(dalpha + (t0 + o_t) * H + i_h, tl.sum(G * dev, axis=1), mask=m_t)
         tl.store(pdp + st, tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0), mask=m_k)
-    else:
-        tl.store(pdp + st, tl.zeros([BK], dtype=tl.float32), mask=m_k)
 
 
 @triton.jit
-def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
-    """deta [N, H] and ddp [N, H, K]: the per-chunk partials summed over each sequence's chunks, in order
-    (deterministic, no atomics); grid (N, H)."""
+def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+                           BC: tl.constexpr, HAS_ALPHA: tl.constexpr):
+    """deta [N, H] and ddp [N, H, K]: the per-chunk partials summed over each sequence's chunks, BC chunks at a time
+    in a fixed order (deterministic, no atomics); grid (N, H). Without α, ddp is 0 (E1 has no d° term) and pdp is
+    not read."""
     i_n = tl.program_id(0)
     i_h = tl.program_id(1)
     o_k = tl.arange(0, BK)
     m_k = o_k < K
+    o_c = tl.arange(0, BC)
     c0 = tl.load(chunk_off + i_n).to(tl.int64)
     c1 = tl.load(chunk_off + i_n + 1).to(tl.int64)
-    se = 0.0
-    sp = tl.zeros([BK], dtype=tl.float32)
-    for c in range(c0, c1):
-        se += tl.load(peta + c * H + i_h)
-        sp += tl.load(pdp + (c * H + i_h) * K + o_k, mask=m_k, other=0.0)
-    tl.store(deta + i_n * H + i_h, se)
-    tl.store(ddp + (i_n * H + i_h) * K + o_k, sp, mask=m_k)
+    se = tl.zeros([BC], dtype=tl.float32)
+    sp = tl.zeros([BC, BK], dtype=tl.float32)
+    for c in range(c0, c1, BC):
+        m_c = (c + o_c) < c1
+        se += tl.load(peta + (c + o_c) * H + i_h, mask=m_c, other=0.0)
+        if HAS_ALPHA:
+            sp += tl.load(pdp + ((c + o_c[:, None]) * H + i_h) * K + o_k[None, :], mask=m_c[:, None] & m_k[None, :],
+                          other=0.0)
+    tl.store(deta + i_n * H + i_h, tl.sum(se, axis=0))
+    tl.store(ddp + (i_n * H + i_h) * K + o_k, tl.sum(sp, axis=0), mask=m_k)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -571,19 +588,26 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
 
 
 def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
-                         dk, dbeta):
-    """Reverse mode of ``dscan_chunk_forward`` (transposed C1; E1, E2, E8): adds to ``dk`` and ``dbeta`` (in place, float32) and returns
-    (dalpha [1, T, H] or None, deta [N, H], ddp [N, H, K], dd0 [N, H, K]), float32."""
+                         dk, dbeta, dk_out=None, dbeta_out=None):
+    """Reverse mode of ``dscan_chunk_forward`` (transposed C1; E1, E2, E8).
+
+    Adds this part of ∂L/∂k and ∂L/∂β to ``dk`` [1, T, H, K] and ``dbeta`` [1, T, H] (float32, the state part's
+    gradients) and writes the sums into ``dk_out`` and ``dbeta_out`` in their dtypes (rounded once; default: in place
+    into ``dk`` and ``dbeta``). Returns (dalpha [1, T, H] or None, deta [N, H], ddp [N, H, K], dd0 [N, H, K]),
+    float32."""
     _, T, H, K = k.shape
     dev, f32 = k.device, torch.float32
     BK = next_pow2(K)
     Md, Dc, idx, offs = (saved[n] for n in ("Md", "Dc", "idx", "offs"))
     NT = idx.shape[0]
     ha = alpha is not None
+    dk_out = dk if dk_out is None else dk_out
+    dbeta_out = dbeta if dbeta_out is None else dbeta_out
     G0 = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
+    S0 = torch.empty(1, T, H, device=dev, dtype=f32)
     Zc = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
     peta = torch.empty(max(NT, 1), H, device=dev, dtype=f32)
-    pdp = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
+    pdp = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32) if ha else None
     dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if ha else None
     deta = torch.empty(N, H, device=dev, dtype=f32)
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
@@ -591,7 +615,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     bw = _env("OSDN_DSCAN_BWD_WARPS", warps)
     if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
-            k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, H=H, K=K, BK=BK,
+            k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
         )
     dscan_chunk_bwd_walk_kernel[(N, H)](
@@ -600,8 +624,9 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     )
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
-            k, beta, alpha, eta, d_prior, Md, Dc, Zc, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dalpha,
-            peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
+            k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
+            dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
         )
-    dscan_chunk_sum_kernel[(N, H)](peta, pdp, offs, deta, ddp, H=H, K=K, BK=BK, num_warps=1)
+    dscan_chunk_sum_kernel[(N, H)](peta, pdp, offs, deta, ddp, H=H, K=K, BK=BK, BC=16 if ha else 128, HAS_ALPHA=ha,
+                                   num_warps=4 if ha else 1)
     return dalpha, deta, ddp, dd0
