@@ -94,7 +94,7 @@ def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
     """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K, state chunk BT and NH (sequence,
     head) pairs.
 
-    The warps are those of the chunk-parallel kernels (the two serial carries use 4, env OSDN_DSCAN_FWD_WARPS).
+    The warps are the chunk-parallel kernels' default; ``dscan_chunk._kernel_warps`` refines them per kernel.
     16 tokens and 2 warps for K <= 64 or when NH >= 64 serial carries run side by side; 32 and 4 for K > 64 with
     few long sequences, where the carry (one step per scan chunk) dominates. From a same-run GPU A/B
     (reports/gpu-run-NVIDIA-H200-run4.log, first call): fwd+bwd at (8, 4096, 16, 128) 7.49 ms at 16 / 2, 7.76 at
@@ -305,10 +305,10 @@ def _chunk_bwd(aux, do, dhT, ddT):
             )
         # the dh walk's value block (env: A/B on a GPU). The full walk keeps the common block: at 32 it faulted with an
         # illegal memory access (16-bit dots, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; again
-        # on an H200, run8 log call 4). The tiled walk takes 32 columns for 16-bit inputs, twice the programs for the
-        # few (sequence, head) pairs it serves: 1.597 → 1.312 ms at (1, 32768, 16, 128), bf16, bit-identical
-        # gradients (H200, run8 log call 5; 1.60 → 1.29 on an H100, run7 log call 2)
-        BVD = _ENV("OSDN_DH_BV", min(BV, 32) if tiles and DT is not tl.float32 else BV)
+        # on an H200, run8 log call 4). So does the tiled walk, for now: at 32 columns it took 1.597 → 1.312 ms at
+        # (1, 32768, 16, 128), bf16, with bit-identical gradients (H200, run8 log call 5; 1.60 → 1.29 on an H100,
+        # run7 log call 2), but with it the float16 property of tests/test_fast_chunk.py failed on the H200 (call 6)
+        BVD = _ENV("OSDN_DH_BV", BV)
         if tiles:
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
             state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](

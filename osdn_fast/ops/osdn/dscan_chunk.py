@@ -545,6 +545,24 @@ def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: 
 # drivers
 # ---------------------------------------------------------------------------------------------------------------
 
+def _kernel_warps(C: int, BK: int, warps: int) -> dict:
+    """Warps of each d-scan kernel for scan chunk C, key block BK and the chunk-parallel default ``warps``.
+
+    At C = 16 (K <= 64, or many (sequence, head) pairs) the M_d kernel runs 1 warp and the reverse carry 2; at K <= 64
+    the two chunk-parallel backward kernels run 1. Same-run A/B on an H200 (reports/gpu-run-run8-NVIDIA-H100-H200.log
+    call 6, bf16; fwd+bwd 4.756 ms at (16, 2048, 32, 64) and 5.064 at (8, 4096, 16, 128) with the earlier 2 / 4 / 2 / 2):
+    backward kernels at 1 warp 0.490 + 0.903 → 0.342 + 0.632 ms at K = 64 (4.338 ms in all) but 0.647 → 1.654 at
+    K = 128; M_d at 1 warp 0.240 → 0.189 and 0.150 → 0.119; both carries at 2 warps: the reverse one 0.277 → 0.162 and
+    0.388 → 0.298, the forward one 0.157 → 0.163 and 0.309 → 0.424 (so it keeps 4); 4 warps were slower everywhere.
+    C = 32 (few long sequences at K > 64) keeps ``warps`` and 4. Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD}_WARPS
+    override each.
+    """
+    c16 = C == 16
+    return dict(prep=_env("OSDN_DSCAN_PREP_WARPS", 1 if c16 else warps), fwd=_env("OSDN_DSCAN_FWD_WARPS", 4),
+                out=_env("OSDN_DSCAN_OUT_WARPS", warps), walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
+                bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
+
+
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
                         store_dT=True, store_dprev=False, w_dtype=torch.float32):
     """C1, C2 forward on packed inputs [1, T, H, *]: prep (M_d, chunk-parallel) → serial carry → write keys
@@ -564,6 +582,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     BK = next_pow2(K)
     idx, offs, NT = chunk_index_tensors(cu_host, C, dev)
     ha = alpha is not None
+    nw = _kernel_warps(C, BK, warps)
     Md = torch.empty(1, T, H, C, device=dev, dtype=f32)
     Dc = torch.empty(max(NT, 1), H, K, device=dev, dtype=f32)
     w = torch.empty(1, T, H, K, device=dev, dtype=w_dtype)
@@ -572,17 +591,17 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     if NT > 0:
         dscan_chunk_prep_kernel[(NT, H)](
             k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=ha, PREC=PREC,
-            num_warps=_env("OSDN_DSCAN_PREP_WARPS", warps), num_stages=1,
+            num_warps=nw["prep"], num_stages=1,
         )
     dscan_chunk_fwd_kernel[(N, H)](
         k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=nw["fwd"], num_stages=1,
     )
     if NT > 0:
         dscan_chunk_out_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, idx, float(d_min), float(d_max), H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC,
-            num_warps=_env("OSDN_DSCAN_OUT_WARPS", warps), num_stages=1,
+            num_warps=nw["out"], num_stages=1,
         )
     return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs), dT, dprev
 
@@ -612,7 +631,8 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     deta = torch.empty(N, H, device=dev, dtype=f32)
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
-    bw = _env("OSDN_DSCAN_BWD_WARPS", warps)
+    nw = _kernel_warps(C, BK, warps)
+    bw = nw["bwd"]
     if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
@@ -620,7 +640,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         )
     dscan_chunk_bwd_walk_kernel[(N, H)](
         k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_DDT=ddT is not None, num_warps=_env("OSDN_DSCAN_FWD_WARPS", 4), num_stages=1,
+        HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
     )
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
