@@ -548,17 +548,20 @@ def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: 
 def _kernel_warps(C: int, BK: int, warps: int) -> dict:
     """Warps of each d-scan kernel for scan chunk C, key block BK and the chunk-parallel default ``warps``.
 
-    At C = 16 (K <= 64, or many (sequence, head) pairs) the M_d kernel runs 1 warp and the reverse carry 2; at K <= 64
-    the two chunk-parallel backward kernels run 1. Same-run A/B on an H200 (reports/gpu-run-run8-NVIDIA-H100-H200.log
-    call 6, bf16; fwd+bwd 4.756 ms at (16, 2048, 32, 64) and 5.064 at (8, 4096, 16, 128) with the earlier 2 / 4 / 2 / 2):
-    backward kernels at 1 warp 0.490 + 0.903 → 0.342 + 0.632 ms at K = 64 (4.338 ms in all) but 0.647 → 1.654 at
-    K = 128; M_d at 1 warp 0.240 → 0.189 and 0.150 → 0.119; both carries at 2 warps: the reverse one 0.277 → 0.162 and
-    0.388 → 0.298, the forward one 0.157 → 0.163 and 0.309 → 0.424 (so it keeps 4); 4 warps were slower everywhere.
-    C = 32 (few long sequences at K > 64) keeps ``warps`` and 4. Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD}_WARPS
-    override each.
+    The M_d kernel runs 1 warp, the reverse carry 2 at C = 16, and at K <= 64 the two chunk-parallel backward kernels
+    run 1. Same-run A/Bs on an H200 (bf16; reports/gpu-run-run8-NVIDIA-H100-H200.log):
+    - call 6, fwd+bwd 4.756 ms at (16, 2048, 32, 64) and 5.064 at (8, 4096, 16, 128) with the earlier 2 / 4 / 2 / 2
+      (C = 16): backward kernels at 1 warp 0.490 + 0.903 → 0.342 + 0.632 ms at K = 64 (4.338 ms in all) but
+      0.647 → 1.654 at K = 128; M_d at 1 warp 0.240 → 0.189 and 0.150 → 0.119; both carries at 2 warps: the reverse
+      one 0.277 → 0.162 and 0.388 → 0.298, the forward one 0.157 → 0.163 and 0.309 → 0.424 (so it keeps 4); 4 warps
+      were slower everywhere;
+    - call 11, (1, 32768, 16, 128) (C = 32, 4 warps): M_d at 1 / 2 warps 0.520 → 0.25 / 0.24 ms (fwd+bwd 10.842 →
+      10.574 / 10.565); the write-key kernel at 2 warps 0.184 → 0.229, the backward pair at 2 0.745 → 9.346, the
+      reverse carry at 2 1.724 → 1.935 (all kept at ``warps`` / 4).
+    Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD}_WARPS override each.
     """
     c16 = C == 16
-    return dict(prep=_env("OSDN_DSCAN_PREP_WARPS", 1 if c16 else warps), fwd=_env("OSDN_DSCAN_FWD_WARPS", 4),
+    return dict(prep=_env("OSDN_DSCAN_PREP_WARPS", 1), fwd=_env("OSDN_DSCAN_FWD_WARPS", 4),
                 out=_env("OSDN_DSCAN_OUT_WARPS", warps), walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
 
