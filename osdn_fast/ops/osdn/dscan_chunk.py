@@ -479,8 +479,8 @@ def dscan_chunk_bwd_kernel(
     Writes dk_out = dk + (this part) [T, H, K] and dbeta_out = dbeta + (this part) [T, H] in the outputs' dtypes
     (the input dtype of k and β: the sums are formed in float32 and rounded once; ``dk_out`` may be ``dk``),
     dalpha [T, H] and per-chunk partial sums peta [NT, H] (∂L/∂η) and, with α, pdp [NT, H, K] (∂L/∂d° through E1;
-    0 without α, and not written), reduced per sequence by ``dscan_chunk_sum_kernel``. Formulas: module docstring. The clip of E2 passes the gradient
-    strictly inside d_min < d̄ < d_max.
+    0 without α, and not written), reduced per sequence by ``dscan_chunk_sum_kernel``. Formulas: module docstring.
+    The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
@@ -650,6 +650,8 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
             dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
         )
+    # blocks of chunks per step: [16, BK] partials with α, 128 scalars without (0.131 → 0.002 ms at
+    # (1, 32768, 16, 128), run8 log call 7, where one chunk per step walked 1024 chunks)
     dscan_chunk_sum_kernel[(N, H)](peta, pdp, offs, deta, ddp, H=H, K=K, BK=BK, BC=16 if ha else 128, HAS_ALPHA=ha,
                                    num_warps=4 if ha else 1)
     return dalpha, deta, ddp, dd0
