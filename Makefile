@@ -29,8 +29,11 @@ report: $(CORE)
 ## Tests (Hypothesis profile from HYPOTHESIS_PROFILE, default ci) and the docs build, warnings as errors.
 test: pytest docs
 
+# pytest-xdist: one worker per core (`auto`); `make test PYTEST_JOBS=0` runs serially, in one process.
+PYTEST_JOBS ?= auto
+
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS)
 
 docs: $(STAMP)
 	@if [ -f docs/conf.py ]; then $(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html; \

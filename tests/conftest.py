@@ -17,6 +17,13 @@ from pathlib import Path
 if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# A pytest-xdist worker (`make test` runs one per core) gets one thread for torch and the BLAS behind NumPy,
+# so that the workers do not oversubscribe the cores; an OMP_NUM_THREADS already set wins. Neither library is
+# imported yet in a worker when this runs, so the variable takes effect.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
 from hypothesis import HealthCheck, core, settings
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/strategies.py
@@ -35,8 +42,19 @@ _SEED = None
 def pytest_configure(config):
     global _SEED
     opt = config.getoption("--hypothesis-seed", default=None)
-    _SEED = int(opt) if opt is not None else int(os.environ.get("OSDN_HYPOTHESIS_SEED", random.randrange(2**31)))
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller's seed, not a seed of its own
+        _SEED = int(config.workerinput["osdn_hypothesis_seed"])
+    elif opt is not None:
+        _SEED = int(opt)
+    else:
+        _SEED = int(os.environ.get("OSDN_HYPOTHESIS_SEED", random.randrange(2**31)))
     core.global_force_seed = _SEED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist (controller side): hand the seed printed in the header to every worker."""
+    node.workerinput["osdn_hypothesis_seed"] = _SEED
 
 
 def pytest_report_header(config):
