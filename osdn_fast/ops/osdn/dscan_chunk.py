@@ -519,7 +519,8 @@ def dscan_chunk_bwd_kernel(
 @triton.jit
 def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
                            BC: tl.constexpr, HAS_ALPHA: tl.constexpr):
-    """deta [N, H] and ddp [N, H, K]: the per-chunk partials summed over each sequence's chunks, BC chunks at a time
+    """deta [N, H] (∂L/∂η, E8) and ddp [N, H, K] (∂L/∂d° through E1): the per-chunk partials summed over each
+    sequence's chunks, BC chunks at a time
     in a fixed order (deterministic, no atomics); grid (N, H). Without α, ddp is 0 (E1 has no d° term) and pdp is
     not read."""
     i_n = tl.program_id(0)
