@@ -318,14 +318,22 @@ def test_chunk_form_is_the_default_and_the_escape_hatch_is_checked(monkeypatch):
         chunk_osdn(x, x, x, torch.zeros(1, 4, 1, device=DEVICE))
 
 
-@pytest.mark.parametrize("C,DC", [(16, None), (64, None), (64, 16)], ids=["C16", "C64", "C64-scan16"])
-def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC):
+@pytest.mark.parametrize("C,DC,T,SEG", [(16, None, 37, None), (64, None, 37, None), (64, 16, 37, None), (32, 16, 150, 2)],
+                         ids=["C16", "C64", "C64-scan16", "C32-scan16-two-level"])
+def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC, T, SEG):
     """chunk_osdn end to end (forward, d_T, every gradient) with the token-serial and the chunk-form scan; the
-    last case runs the d-scan on shorter chunks than the state part (OSDN_DSCAN_CHUNK)."""
+    third case runs the d-scan on shorter chunks than the state part (OSDN_DSCAN_CHUNK), the last one the two-level
+    carry (OSDN_DSCAN_SEG=2: each sequence's 10 scan chunks in 5 segments)."""
     if DC is not None:
         monkeypatch.setenv("OSDN_DSCAN_CHUNK", str(DC))
+    maps = []
+    if SEG is not None:
+        monkeypatch.setenv("OSDN_DSCAN_SEG", str(SEG))
+        from osdn_fast.ops.osdn import dscan_chunk as dc_mod
+        real = dc_mod._segment_maps
+        monkeypatch.setattr(dc_mod, "_segment_maps", lambda *a: maps.append(a[-1]) or real(*a))
     rng = np.random.default_rng(C)
-    B, T, H, K, V = 2, 37, 2, 6, 5
+    B, H, K, V = 2, 2, 6, 5
     a = rng.uniform(0.3, 1.0, (B, T, H))
     a[rng.uniform(size=a.shape) < 0.15] = 0.0
     kw = dict(q=rng.standard_normal((B, T, H, K)), k=rng.standard_normal((B, T, H, K)),
@@ -344,6 +352,7 @@ def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC):
         y = res["chunk"][n]
         err = float((x - y).abs().max() / max(1.0, float(x.abs().max())))
         assert err <= TOL, f"{n}: token vs chunk scan differ by {err:.2e} (C={C})"
+    assert maps == ([False, True] if SEG else [])  # the forward and the reverse carry ran on two levels
 
 
 @pytest.mark.parametrize("has_alpha", [True, False])
@@ -402,3 +411,42 @@ def test_known_deta_precision_gap_on_a_K1_example(monkeypatch, scan):
     monkeypatch.setenv("OSDN_DSCAN", scan)
     errs, _, _ = compare(chunk_osdn, _deta_k1_problem(), torch.float32, DEVICE, chunk_size=16)
     assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn, {scan} d-scan, K = 1 example")
+
+
+# --- the two-level carry (segments of a few chunks: maps composed in parallel, segments walked serially) ---------
+
+@pytest.mark.parametrize("C", [16, 32])
+@pytest.mark.parametrize("case", [
+    dict(T=150, cu=[0, 150]),                                  # 10 / 5 chunks: 5 / 3 segments of 2 chunks
+    dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed"),  # packed, empty and one-chunk sequences
+    dict(T=161, cu=[0, 161], alpha=None, d0=False, ddT=False),
+    dict(T=140, cu=[0, 140], alpha="many_resets", clip="active"),
+    dict(T=150, cu=[0, 150], K=40, zero_rows=0.2),             # two column blocks of the maps
+    dict(T=150, cu=[0, 10, 150], eta=0.0, clip="none"),
+], ids=["one-seq", "packed-empty", "bare", "resets-clip", "K40-zero-keys", "eta0"])
+def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
+    """With OSDN_DSCAN_SEG=2 every sequence of more than 4 chunks is cut into segments of 2 chunks; the composed
+    segment maps Φ (A = Γ_n I − η Ûᵀ diag(R(n, ·)) M_d diag(Γ) U per chunk, C1) and the adjoint maps Φᵀ carry
+    δ and z across segments. Every output and gradient equals the token-serial scan and the float64 oracle."""
+    from osdn_fast.ops.osdn.dscan_chunk import scan_segment_length
+    monkeypatch.setenv("OSDN_DSCAN_SEG", "2")
+    case = dict(case)
+    T, cu = case.pop("T"), case.pop("cu")
+    assert scan_segment_length(C, 2, np.asarray(cu)) == 2  # the two-level path really runs
+    P = make_problem(np.random.default_rng(T + C), T, 2, case.pop("K", 5), cu, **case)
+    P["beta"] = stable_beta(P)
+    check(P, C)
+
+
+def test_segments_tile_the_chunks_of_every_sequence():
+    from osdn_fast.ops.osdn.utils import chunk_indices, scan_segments
+    cu = np.asarray([0, 0, 3, 160, 160, 170])
+    cu_s, coff_s, ptr = scan_segments(cu, 16, 2)
+    _, offs = chunk_indices(cu, 16)
+    assert list(ptr) == [0, 1, 2, 7, 8, 9]  # every sequence has a segment; 157 tokens = 10 chunks = 5 segments
+    for n in range(5):
+        segs = range(ptr[n], ptr[n + 1])
+        assert cu_s[segs[0]] == cu[n] and cu_s[segs[-1] + 1] == cu[n + 1]
+        assert coff_s[segs[0]] == offs[n]
+        for s in segs:
+            assert (cu_s[s + 1] - cu_s[s]) <= 2 * 16 and (s == segs[-1] or (cu_s[s + 1] - cu_s[s]) == 32)

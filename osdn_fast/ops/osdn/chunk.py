@@ -192,7 +192,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     f32 = torch.float32
     # C1/C2: d-scan and write keys
     dT = None
-    dsaved = dict(Md=None, Dc=None, idx=None, offs=None)
+    dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None)
     dprev = None
     DC, DW = dscan_chunking(K, BT, N * H)
     if _dscan_mode() == "token":
@@ -244,7 +244,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
                    M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
                    d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
-                   bwd_mode=bwd_mode, lean=lean)
+                   bwd_mode=bwd_mode, lean=lean, segs_d=dsaved["segs"],
+                   wdt_d=dsaved.get("w_dtype"))
     return o, hT, dT, aux
 
 
@@ -288,12 +289,16 @@ def _chunk_bwd(aux, do, dhT, ddT):
         idx = aux["idx"]
         NT = idx.shape[0]
         dq = torch.empty(1, T, H, K, device=dev, dtype=q.dtype)  # written once, in its final dtype
-        dk = torch.empty(1, T, H, K, device=dev, dtype=f32)  # the d-scan adds to it
-        dw = torch.empty(1, T, H, K, device=dev, dtype=f32)
+        stored, tiles = aux["bwd_mode"] == "stored", _dh_walk_mode(aux["lean"], N * H) == "tiles"
+        # ∂L/∂k of the state part (the d-scan adds its own) and ∂L/∂K̃ (the d-scan's input): in the 16-bit input
+        # dtype for 16-bit inputs when the stored-operand kernel writes them and the chunk d-scan reads them (it adds
+        # in float32 and rounds dk once more), as fla stores its dk and dw; float32 otherwise (and with OSDN_GRAD16=0)
+        gdt = _state_store_dtype(v.dtype) if stored and aux["Md"] is not None and _ENV("OSDN_GRAD16", 1) else f32
+        dk = torch.empty(1, T, H, K, device=dev, dtype=gdt)
+        dw = torch.empty(1, T, H, K, device=dev, dtype=gdt)
         db = torch.empty(1, T, H, device=dev, dtype=f32)
         dg = torch.empty(1, T, H, device=dev, dtype=f32) if USE_G else None
         dhbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=aux["hbuf"].dtype)  # as large as hbuf
-        stored, tiles = aux["bwd_mode"] == "stored", _dh_walk_mode(aux["lean"], N * H) == "tiles"
         # dR for the stored-operand gradient kernel; for the tiled walk it first holds Mᵀ scale Sᵀ dO
         drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or tiles else None
         # tiled walk: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] (transient), in the dtype of the walk's dot
@@ -356,10 +361,11 @@ def _chunk_bwd(aux, do, dhT, ddT):
             H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
         )
     else:
-        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"])
+        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"],
+                     w_dtype=aux["wdt_d"])
         # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
         # instead of a float32 read-modify-write followed by a cast
-        dk_out = dk if k.dtype == f32 else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)
+        dk_out = dk if dk.dtype == k.dtype else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)
         db_out = db if beta.dtype == f32 else torch.empty(1, T, H, device=dev, dtype=beta.dtype)
         dalpha, deta, ddp, dd0 = dscan_chunk_backward(
             k, beta, alpha, aux["eta"], aux["d_prior"], saved, dw, ddT, aux["cu"], N, aux["d_min"], aux["d_max"],
@@ -390,7 +396,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(*(aux[n] for n in _SAVED))
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
-                                             "bwd_mode", "lean")}
+                                             "bwd_mode", "lean", "segs_d", "wdt_d")}
         return o, hT, dT
 
     @staticmethod

@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import chunk_index_tensors, env_int as _env, next_pow2
+from .utils import cdiv, chunk_index_tensors, env_int as _env, next_pow2, scan_segment_tensors
 from .wy import _chunk_rows, _unit_lower_inverse
 
 
@@ -349,7 +349,7 @@ def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl
 def dscan_chunk_fwd_kernel(
     k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr, DEV_IO: tl.constexpr = False,
 ):
     """Serial carry of C1 over the chunks; grid (N, H), one program per (sequence, head).
 
@@ -357,12 +357,15 @@ def dscan_chunk_fwd_kernel(
     Γ_n δ⁰ + Σ_j R(n, j) w_j û_j (C1). Writes Dc [NT, H, K] (fp32): the deviation δ⁰ entering every global
     chunk (``chunk_off`` [N + 1] = index of each sequence's first chunk), and dT = d_T [N, H, K].
     The per-token iterates and write keys follow chunk-parallel in ``dscan_chunk_out_kernel``.
+    With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
     if HAS_D0:
-        delta = tl.load(d0 + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32) - dp
+        delta = tl.load(d0 + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        if not DEV_IO:
+            delta = delta - dp
     else:
         delta = tl.zeros([BK], dtype=tl.float32)
     kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, bos, tl.minimum(bos + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
@@ -378,7 +381,10 @@ def dscan_chunk_fwd_kernel(
         wv = _carry_w(Mi, u, dp, et, gam, delta)
         delta = gam_n * delta + tl.sum((rn * wv)[:, None] * uh, axis=0)
     if STORE_DT:
-        tl.store(dT + (i_n * H + i_h) * K + o_k, dp + delta, mask=m_k)
+        if DEV_IO:
+            tl.store(dT + (i_n * H + i_h) * K + o_k, delta, mask=m_k)
+        else:
+            tl.store(dT + (i_n * H + i_h) * K + o_k, dp + delta, mask=m_k)
 
 
 @triton.jit
@@ -464,6 +470,108 @@ def dscan_chunk_bwd_walk_kernel(
         s1 = tl.sum(Mi * x[:, None], axis=0)
         z = g0c + gam_n * z - et * tl.sum((gam * s1)[:, None] * u, axis=0)
     tl.store(dd0 + (i_n * H + i_h) * K + o_k, z, mask=m_k)
+
+
+@triton.jit
+def dscan_chunk_map_kernel(
+    k, beta, alpha, eta, Md, cu_seg, Phi,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, REVERSE: tl.constexpr, PREC: tl.constexpr,
+):
+    """The carries' linear maps composed over each segment's chunks (two-level carry); grid (NS, H, ⌈K / BN⌉).
+
+    Over one chunk the forward carry ``dscan_chunk_fwd_kernel`` is affine in the entering deviation,
+    δ ← A δ + c with A = Γ_n I − η Ûᵀ diag(R(n, ·)) M_d diag(Γ) U (C1), and the reverse carry
+    ``dscan_chunk_bwd_walk_kernel`` is z ← Aᵀ z + g⁰. This program multiplies BN columns of the identity by A of
+    every chunk of segment i_s in order (by Aᵀ in reverse order with REVERSE): Φ ← Γ_n Φ − η Ûᵀ (R(n, ·) ⊙
+    M_d (Γ ⊙ U Φ)), or Φ ← Γ_n Φ − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û Φ)), and writes those columns of Phi [NS, H, K, K]
+    (fp32; row i, column j: ∂(leaving)_i / ∂(entering)_j). Products in precision PREC (``_map_config``).
+    """
+    i_s = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_j = tl.program_id(2)
+    bos = tl.load(cu_seg + i_s).to(tl.int64)
+    eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
+    et = tl.load(eta + i_h).to(tl.float32)
+    o_k = tl.arange(0, BK)
+    o_j = i_j * BN + tl.arange(0, BN)
+    phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
+    nc = tl.cdiv(eos - bos, BT)
+    if REVERSE:
+        t0 = bos + (nc - 1) * BT
+    else:
+        t0 = bos
+    # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
+                                  BK, HAS_ALPHA)
+    for cc in range(0, nc):
+        if REVERSE:
+            c = nc - 1 - cc
+        else:
+            c = cc
+        t0 = bos + c * BT
+        t1 = tl.minimum(t0 + BT, eos)
+        kf = kr.to(tl.float32)
+        k2 = kf * kf
+        sq = tl.sum(k2, axis=1)
+        u = br.to(tl.float32)[:, None] * k2  # U = β k² (D4); Û = diag(1/‖k‖²) U, 0 where k = 0
+        gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        rnh = tl.where(sq > 0, rn / tl.where(sq > 0, sq, 1.0), 0.0)  # R(n, ·) / ‖k‖²
+        Mi = mr.to(tl.float32)
+        # the next chunk's loads (none past either end), issued before this chunk's products
+        if REVERSE:
+            tn = t0 - BT
+            tn1 = tl.where(c > 0, t0, tn)
+        else:
+            tn = t1
+            tn1 = tl.minimum(t1 + BT, eos)
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, tn, tn1, i_h, H, K, BT, BK, HAS_ALPHA)
+        # A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U: only U [BT, BK] stays live, and Y (not depending on Φ)
+        # leaves two products on the chain from Φ to Φ; Aᵀ swaps the two diagonal scalings and transposes M_d
+        if REVERSE:
+            Y = tl.dot(tl.trans(Mi * rnh[:, None]), u, input_precision=PREC)
+            y = tl.dot(Y, phi, input_precision=PREC)
+            y = tl.dot(tl.trans(u), gam[:, None] * y, input_precision=PREC)
+        else:
+            Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
+            y = tl.dot(Y, phi, input_precision=PREC)
+            y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
+        phi = gam_n * phi - et * y
+    tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
+             mask=(o_k[:, None] < K) & (o_j[None, :] < K))
+
+
+@triton.jit
+def dscan_chunk_seg_kernel(
+    Phi, Cs, x0, d_prior, seg_ptr, Xs,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+    HAS_X0: tl.constexpr, X0_MINUS_DP: tl.constexpr, REVERSE: tl.constexpr,
+):
+    """The serial level of the two-level carry; grid (N, H): walks sequence i_n's segments (in reverse with
+    REVERSE), x ← Φ_s x + c_s with the composed maps Φ_s (``dscan_chunk_map_kernel``) and offsets c_s (the carry
+    run over segment s from 0), starting from x0 [N, H, K] (minus d° with X0_MINUS_DP: the forward's d_0; the
+    reverse's ∂L/∂d_T) or 0. Writes Xs [NS, H, K] (fp32): the x entering every segment."""
+    i_n = tl.program_id(0)
+    i_h = tl.program_id(1)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    s0 = tl.load(seg_ptr + i_n)
+    s1 = tl.load(seg_ptr + i_n + 1)
+    if HAS_X0:
+        x = tl.load(x0 + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        if X0_MINUS_DP:
+            x = x - tl.load(d_prior + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BK], dtype=tl.float32)
+    for ss in range(0, s1 - s0):
+        if REVERSE:
+            s = (s1 - 1 - ss).to(tl.int64)
+        else:
+            s = (s0 + ss).to(tl.int64)
+        tl.store(Xs + (s * H + i_h) * K + o_k, x, mask=m_k)
+        ph = tl.load(Phi + ((s * H + i_h) * K + o_k[:, None]) * K + o_k[None, :], mask=m_k[:, None] & m_k[None, :],
+                     other=0.0)
+        x = tl.sum(ph * x[None, :], axis=1) + tl.load(Cs + (s * H + i_h) * K + o_k, mask=m_k, other=0.0)
 
 
 @triton.jit
@@ -567,6 +675,52 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
 
 
+def scan_segment_length(C: int, NH: int, cu_host, w_dtype=torch.bfloat16) -> int:
+    """Chunks per segment of the two-level carry (0: the plain serial carry) for scan chunk C, NH (sequence, head)
+    pairs, packed offsets ``cu_host`` and write keys stored in ``w_dtype``.
+
+    Few long sequences leave the card idle while one program per (sequence, head) walks every chunk (1024 steps at
+    (1, 32768, 16, 128), scan chunk 32: 1.64 ms forward, 1.69 reverse on an H100). The two-level carry cuts each
+    sequence into segments of ``LS`` chunks, composes each segment's linear map in parallel
+    (``dscan_chunk_map_kernel``), walks the segments serially (``dscan_chunk_seg_kernel``) and reruns the carry of
+    every segment from its entering value in parallel. Default: 64 chunks when NH < 64, the write keys are bfloat16
+    (the maps' TF32 products, ``_map_config``, round below bfloat16's precision) and some sequence has more than 2·64
+    chunks; env OSDN_DSCAN_SEG sets the length for every dtype (0: off; small values for tests)."""
+    import os
+    if "OSDN_DSCAN_SEG" in os.environ:
+        LS = _env("OSDN_DSCAN_SEG", 0)
+    else:
+        LS = 64 if NH < 64 and w_dtype == torch.bfloat16 else 0
+    if LS <= 0 or len(cu_host) < 2:
+        return 0
+    max_chunks = -(-int((cu_host[1:] - cu_host[:-1]).max()) // C)
+    return LS if max_chunks > 2 * LS else 0
+
+
+def _map_config(BK: int, w_dtype) -> tuple:
+    """Columns per program, warps and dot precision of ``dscan_chunk_map_kernel``: 32 columns, 4 warps; products in
+    TF32 for bfloat16 write keys (rounding 2^-11 against bfloat16's 2^-8), 3xTF32 for float16 and IEEE float32 for
+    float32 (where the two-level carry runs only when OSDN_DSCAN_SEG asks for it). Env OSDN_DSCAN_MAP_BN,
+    OSDN_DSCAN_MAP_WARPS, OSDN_DSCAN_MAP_PREC."""
+    import os
+    prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(w_dtype, "ieee")
+    prec = os.environ.get("OSDN_DSCAN_MAP_PREC", prec)
+    return min(BK, _env("OSDN_DSCAN_MAP_BN", 32)), _env("OSDN_DSCAN_MAP_WARPS", 4), prec
+
+
+def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, reverse):
+    """Phi [NS, H, K, K]: every segment's composed carry map (forward or, with ``reverse``, adjoint)."""
+    cu_s, _, _, _, _, NS = segs
+    BN, nwm, prec = _map_config(BK, w_dtype)
+    Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
+    extra = {"maxnreg": _env("OSDN_DSCAN_MAP_MAXNREG", 0)} if _env("OSDN_DSCAN_MAP_MAXNREG", 0) else {}
+    dscan_chunk_map_kernel[(NS, H, cdiv(K, BN))](
+        k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
+        REVERSE=reverse, PREC=prec, num_warps=nwm, num_stages=1, **extra,
+    )
+    return Phi
+
+
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
                         store_dT=True, store_dprev=False, w_dtype=torch.float32):
     """C1, C2 forward on packed inputs [1, T, H, *]: prep (M_d, chunk-parallel) → serial carry → write keys
@@ -575,8 +729,8 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     Returns
     -------
     w : [1, T, H, K]                  write keys K̃ (C2), computed in float32, stored in ``w_dtype``
-    saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs: what the
-                                      backward needs
+    saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs, segs (the
+                                      two-level carry's segments or None), w_dtype: what the backward needs
     dT : float32 [N, H, K] or None    d_T
     dprev : float32 [1, T, H, K] or None   d_{t-1}, when ``store_dprev``
     """
@@ -597,17 +751,40 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
             k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=ha, PREC=PREC,
             num_warps=nw["prep"], num_stages=1,
         )
-    dscan_chunk_fwd_kernel[(N, H)](
-        k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=nw["fwd"], num_stages=1,
-    )
+    LS = scan_segment_length(C, N * H, cu_host, w_dtype)
+    segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
+    if segs is None:
+        dscan_chunk_fwd_kernel[(N, H)](
+            k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=nw["fwd"], num_stages=1,
+        )
+    else:
+        # two-level carry: segment maps and offsets (the carry from 0) in parallel, the segments serially, then the
+        # carry of every segment from its entering deviation in parallel (writing Dc)
+        cu_s, coff_s, seg_ptr, _, last, NS = segs
+        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, False)
+        Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
+        dscan_chunk_fwd_kernel[(NS, H)](
+            k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_D0=False, STORE_DT=True, DEV_IO=True, num_warps=nw["fwd"], num_stages=1,
+        )
+        Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
+        dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
+                                       X0_MINUS_DP=True, REVERSE=False, num_warps=8)
+        dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
+        dscan_chunk_fwd_kernel[(NS, H)](
+            k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_D0=True, STORE_DT=store_dT, DEV_IO=True, num_warps=nw["fwd"], num_stages=1,
+        )
+        if store_dT:
+            dT = d_prior.float()[None] + dTs.index_select(0, last)
     if NT > 0:
         dscan_chunk_out_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, idx, float(d_min), float(d_max), H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC,
             num_warps=nw["out"], num_stages=1,
         )
-    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs), dT, dprev
+    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, w_dtype=w_dtype), dT, dprev
 
 
 def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
@@ -642,10 +819,31 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
         )
-    dscan_chunk_bwd_walk_kernel[(N, H)](
-        k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-        HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
-    )
+    segs = saved.get("segs")
+    if segs is None:
+        dscan_chunk_bwd_walk_kernel[(N, H)](
+            k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
+        )
+    else:
+        # two-level reverse carry (see dscan_chunk_forward): adjoint maps and offsets per segment, the segments
+        # serially from the right, then every segment's walk from its entering adjoint (writing Zc)
+        cu_s, coff_s, seg_ptr, first, _, NS = segs
+        Psi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, saved.get("w_dtype", torch.float32), True)
+        Gs = torch.empty(NS, H, K, device=dev, dtype=f32)
+        dscan_chunk_bwd_walk_kernel[(NS, H)](
+            k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=False, num_warps=nw["walk"], num_stages=1,
+        )
+        Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
+        dscan_chunk_seg_kernel[(N, H)](Psi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
+                                       X0_MINUS_DP=False, REVERSE=True, num_warps=8)
+        dd0s = torch.empty(NS, H, K, device=dev, dtype=f32)
+        dscan_chunk_bwd_walk_kernel[(NS, H)](
+            k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=True, num_warps=nw["walk"], num_stages=1,
+        )
+        dd0 = dd0s.index_select(0, first)
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,

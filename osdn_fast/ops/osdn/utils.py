@@ -93,3 +93,43 @@ def chunk_index_tensors(cu_host: np.ndarray, BT: int, device):
         idx, offs = chunk_indices(cu_host, BT)
         return torch.as_tensor(idx, device=device), torch.as_tensor(offs, device=device), idx.shape[0]
     return cached(("chunks", device, BT, cu_host.tobytes()), make)
+
+
+def scan_segments(cu_host: np.ndarray, C: int, LS: int):
+    """Segments of at most ``LS`` chunks of ``C`` tokens of the packed sequences, for the two-level d-scan carry.
+
+    Every sequence gets at least one segment (an empty sequence one empty segment); segments are whole chunks, so a
+    segment's chunks are the sequence's chunks and keep their global chunk indices (:func:`chunk_indices`).
+
+    Returns
+    -------
+    cu_seg : int32 [NS + 1]   token offsets of the segments (contiguous, like ``cu_seqlens``)
+    coff_seg : int32 [NS + 1] global index of each segment's first chunk (the last entry: the number of chunks)
+    seg_ptr : int32 [N + 1]   index of sequence n's first segment
+    """
+    lens = np.diff(cu_host)
+    nts = (lens + C - 1) // C
+    offs = np.concatenate([[0], np.cumsum(nts)])
+    cu_seg, coff_seg, seg_ptr = [], [], [0]
+    for n, nt in enumerate(nts):
+        ns = max(1, -(-int(nt) // LS))
+        for s in range(ns):
+            cu_seg.append(int(cu_host[n]) + s * LS * C)
+            coff_seg.append(int(offs[n]) + s * LS)
+        seg_ptr.append(seg_ptr[-1] + ns)
+    cu_seg.append(int(cu_host[-1]))
+    coff_seg.append(int(offs[-1]))
+    return (np.asarray(cu_seg, dtype=np.int32), np.asarray(coff_seg, dtype=np.int32),
+            np.asarray(seg_ptr, dtype=np.int32))
+
+
+def scan_segment_tensors(cu_host: np.ndarray, C: int, LS: int, device):
+    """Device copies of :func:`scan_segments` (cached) and the segment counts: (cu_seg, coff_seg, seg_ptr, first
+    [N] (each sequence's first segment), last [N] (its last), NS)."""
+    def make():
+        cu_seg, coff_seg, seg_ptr = scan_segments(cu_host, C, LS)
+        t = [torch.as_tensor(x, device=device) for x in (cu_seg, coff_seg, seg_ptr)]
+        first = torch.as_tensor(seg_ptr[:-1].astype(np.int64), device=device)
+        last = torch.as_tensor(seg_ptr[1:].astype(np.int64) - 1, device=device)
+        return (*t, first, last, len(cu_seg) - 1)
+    return cached(("segments", device, C, LS, cu_host.tobytes()), make)
