@@ -547,7 +547,7 @@ def dscan_chunk_seg_kernel(
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
     HAS_X0: tl.constexpr, X0_MINUS_DP: tl.constexpr, REVERSE: tl.constexpr,
 ):
-    """The serial level of the two-level carry; grid (N, H): walks sequence i_n's segments (in reverse with
+    """The serial level of the two-level carry of C1; grid (N, H): walks sequence i_n's segments (in reverse with
     REVERSE), x ← Φ_s x + c_s with the composed maps Φ_s (``dscan_chunk_map_kernel``) and offsets c_s (the carry
     run over segment s from 0), starting from x0 [N, H, K] (minus d° with X0_MINUS_DP: the forward's d_0; the
     reverse's ∂L/∂d_T) or 0. Writes Xs [NS, H, K] (fp32): the x entering every segment."""
@@ -676,7 +676,7 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
 
 
 def scan_segment_length(C: int, NH: int, cu_host, w_dtype=torch.bfloat16) -> int:
-    """Chunks per segment of the two-level carry (0: the plain serial carry) for scan chunk C, NH (sequence, head)
+    """Chunks per segment of the two-level carry of C1 (0: the plain serial carry) for scan chunk C, NH (sequence, head)
     pairs, packed offsets ``cu_host`` and write keys stored in ``w_dtype``.
 
     Few long sequences leave the card idle while one program per (sequence, head) walks every chunk (1024 steps at

@@ -96,7 +96,8 @@ def chunk_index_tensors(cu_host: np.ndarray, BT: int, device):
 
 
 def scan_segments(cu_host: np.ndarray, C: int, LS: int):
-    """Segments of at most ``LS`` chunks of ``C`` tokens of the packed sequences, for the two-level d-scan carry.
+    """Segments of at most ``LS`` chunks of ``C`` tokens of the packed sequences (spec §4), for the two-level carry of
+    the d-scan (C1).
 
     Every sequence gets at least one segment (an empty sequence one empty segment); segments are whole chunks, so a
     segment's chunks are the sequence's chunks and keep their global chunk indices (:func:`chunk_indices`).
@@ -124,7 +125,7 @@ def scan_segments(cu_host: np.ndarray, C: int, LS: int):
 
 
 def scan_segment_tensors(cu_host: np.ndarray, C: int, LS: int, device):
-    """Device copies of :func:`scan_segments` (cached) and the segment counts: (cu_seg, coff_seg, seg_ptr, first
+    """Device copies of :func:`scan_segments` (C1's two-level carry; cached) and the segment counts: (cu_seg, coff_seg, seg_ptr, first
     [N] (each sequence's first segment), last [N] (its last), NS)."""
     def make():
         cu_seg, coff_seg, seg_ptr = scan_segments(cu_host, C, LS)
