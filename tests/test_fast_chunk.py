@@ -58,6 +58,14 @@ def test_T1_chunk_wide_heads_several_key_and_value_blocks(K, V):
     check(kw, torch.float32, 32)
 
 
+@pytest.mark.parametrize("grad16", ["1", "0"], ids=["16-bit-state-grads", "float32-state-grads"])
+def test_T1_chunk_float16_with_either_storage_of_the_state_parts_gradients(monkeypatch, grad16):
+    """The state backward hands ∂L/∂k and ∂L/∂K̃ to the d-scan in the 16-bit input dtype (default) or in float32
+    (OSDN_GRAD16=0): both within the float16 bounds of the float64 reference, every output and gradient."""
+    monkeypatch.setenv("OSDN_GRAD16", grad16)
+    check(realistic_problem(B=2, T=45, H=2, K=12, V=10, seed=5, full=True), torch.float16, 16)
+
+
 def test_alpha_zero_is_an_exact_hard_reset_across_chunks():
     """α = 0 (E1) resets the learner to d° exactly: a long run of resets, also on chunk starts, stays finite
     and matches the reference (spec §6: no quotients of underflowed gate products)."""
