@@ -845,8 +845,9 @@ def state_bwd_grads_stored_kernel(
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """``state_bwd_grads_kernel`` from stored operands (``OSDN_STATE_BWD=stored``, the default; 2.50 → 1.62 ms at
-    (8, 4096, 16, 128) bf16 on an H200, ``chunk._state_bwd_mode``): the forward's residual R = V − diag(e^λ) K h⁰ (vrbuf) and the dh walk's dR (drbuf) are
-    read instead of recomputed over all K, so one program per (global chunk, head, block of BKO key columns)
+    (8, 4096, 16, 128) bf16 on an H200, ``chunk._state_bwd_mode``): the forward's residual R = V − diag(e^λ) K h⁰
+    (vrbuf) and the dh walk's dR (drbuf) are read instead of recomputed over all K, so one program per (global chunk,
+    head, block of BKO key columns)
     touches only its key columns of h, dh, Q, K, K̃ (and all of K once for the [BT, BT] products Q K̃ᵀ, K K̃ᵀ).
 
     Same formulas (C3 reversed): U = M diag(β) R, dS = scale dO Uᵀ, dA = −dR Uᵀ, dq = G_qw K̃ + scale diag(e) dO hᵀ,
@@ -854,7 +855,8 @@ def state_bwd_grads_stored_kernel(
     Σ_v dR ⊙ e^λ K h of dg is taken as Σ_v dR ⊙ (V − R).
 
     Writes dq, dk, dw [T, H, K] (this program's columns, each in its buffer's dtype: float32, or the 16-bit input
-    dtype when the caller stores them so), dbeta [T, H] (first key block) and dgp [NKB, T, H] (this key block's part of dL/dg, reverse-cumulated in the chunk; the caller sums).
+    dtype when the caller stores them so), dbeta [T, H] (first key block) and dgp [NKB, T, H] (this key block's part
+    of dL/dg, reverse-cumulated in the chunk; the caller sums).
     """
     i_c = tl.program_id(0)
     i_h = tl.program_id(1)

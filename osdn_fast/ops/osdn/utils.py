@@ -125,8 +125,8 @@ def scan_segments(cu_host: np.ndarray, C: int, LS: int):
 
 
 def scan_segment_tensors(cu_host: np.ndarray, C: int, LS: int, device):
-    """Device copies of :func:`scan_segments` (C1's two-level carry; cached) and the segment counts: (cu_seg, coff_seg, seg_ptr, first
-    [N] (each sequence's first segment), last [N] (its last), NS)."""
+    """Device copies of :func:`scan_segments` (C1's two-level carry; cached) and the segment counts: (cu_seg,
+    coff_seg, seg_ptr, first [N] (each sequence's first segment), last [N] (its last), NS)."""
     def make():
         cu_seg, coff_seg, seg_ptr = scan_segments(cu_host, C, LS)
         t = [torch.as_tensor(x, device=device) for x in (cu_seg, coff_seg, seg_ptr)]
