@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | kerneltests | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu. Logs go to $OUT/gpu-run.log.
+# Stages: setup | gputests | alltests | kerneltests | twolevel | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu. Logs go to $OUT/gpu-run.log.
 # ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
 # only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
@@ -41,6 +41,12 @@ for st in "$@"; do
       say "pytest: kernel-level comparisons on the GPU (split state backward, chunk d-scan named cases)"
       timeout ${T_KT:-200} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_state_bwd.py \
         tests/test_fast_dscan_chunk.py -k "state_bwd or named or unstable" 2>&1 | tee -a "$LOG" ;;
+    twolevel)
+      say "pytest: the two-level d-scan carry (kernel-level and end to end) and the fla cross-check, on the GPU"
+      timeout ${T_TL:-200} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_dscan_chunk.py \
+        -k "two_level or either_scan or segments" ${HSEED:+--hypothesis-seed=$HSEED} 2>&1 | tee -a "$LOG"
+      timeout ${T_FLA:-240} python3 -m pytest -p no:cacheprovider -q -rs tests/test_fast_chunk.py -k fla \
+        ${HSEED:+--hypothesis-seed=$HSEED} 2>&1 | tee -a "$LOG" ;;
     abdscan)
       say "d-scan A/B at the three bench shapes: the defaults vs token-serial and scan chunk 32/16 (osdn_fast/_ab_env.py)"
       AB_SHAPES="8,4096,16,128;1,32768,16,128;16,2048,32,64" timeout ${T_AB:-300} python3 osdn_fast/_ab_env.py \
