@@ -51,6 +51,8 @@ A NaN gate gives NaN ratios (it propagates, spec §6). Without α all ratios are
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -686,7 +688,6 @@ def scan_segment_length(C: int, NH: int, cu_host, w_dtype=torch.bfloat16) -> int
     every segment from its entering value in parallel. Default: 64 chunks when NH < 64, the write keys are bfloat16
     (the maps' TF32 products, ``_map_config``, round below bfloat16's precision) and some sequence has more than 2·64
     chunks; env OSDN_DSCAN_SEG sets the length for every dtype (0: off; small values for tests)."""
-    import os
     if "OSDN_DSCAN_SEG" in os.environ:
         LS = _env("OSDN_DSCAN_SEG", 0)
     else:
@@ -702,7 +703,6 @@ def _map_config(BK: int, w_dtype) -> tuple:
     TF32 for bfloat16 write keys (rounding 2^-11 against bfloat16's 2^-8), 3xTF32 for float16 and IEEE float32 for
     float32 (where the two-level carry runs only when OSDN_DSCAN_SEG asks for it). Env OSDN_DSCAN_MAP_BN,
     OSDN_DSCAN_MAP_WARPS, OSDN_DSCAN_MAP_PREC."""
-    import os
     prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(w_dtype, "ieee")
     prec = os.environ.get("OSDN_DSCAN_MAP_PREC", prec)
     return min(BK, _env("OSDN_DSCAN_MAP_BN", 32)), _env("OSDN_DSCAN_MAP_WARPS", 4), prec
