@@ -352,6 +352,7 @@ def dscan_chunk_fwd_kernel(
     k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr, DEV_IO: tl.constexpr = False,
+    STORE_DC: tl.constexpr = True,
 ):
     """Serial carry of C1 over the chunks; grid (N, H), one program per (sequence, head).
 
@@ -359,7 +360,8 @@ def dscan_chunk_fwd_kernel(
     Γ_n δ⁰ + Σ_j R(n, j) w_j û_j (C1). Writes Dc [NT, H, K] (fp32): the deviation δ⁰ entering every global
     chunk (``chunk_off`` [N + 1] = index of each sequence's first chunk), and dT = d_T [N, H, K].
     The per-token iterates and write keys follow chunk-parallel in ``dscan_chunk_out_kernel``.
-    With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment).
+    With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment); without
+    STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -374,7 +376,8 @@ def dscan_chunk_fwd_kernel(
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
-        tl.store(Dc + ((c_off + c) * H + i_h) * K + o_k, delta, mask=m_k)
+        if STORE_DC:
+            tl.store(Dc + ((c_off + c) * H + i_h) * K + o_k, delta, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
         Mi = mr.to(tl.float32)
@@ -433,13 +436,13 @@ def dscan_chunk_bwd_pre_kernel(
 def dscan_chunk_bwd_walk_kernel(
     k, beta, alpha, eta, Md, G0, ddT, cu, chunk_off, Zc, dd0,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, HAS_DDT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, HAS_DDT: tl.constexpr, STORE_ZC: tl.constexpr = True,
 ):
     """Serial adjoint carry over the chunks in reverse; grid (N, H).
 
     z ← g⁰ + Γ_n z − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û z)) per chunk (see ``dscan_chunk_bwd_pre_kernel``), starting from
     z = ∂L/∂d_T (or 0). Writes Zc [NT, H, K] (fp32): the z_n entering each chunk from the right, and
-    dd0 = ∂L/∂d_0 [N, H, K].
+    dd0 = ∂L/∂d_0 [N, H, K]. Without STORE_ZC, Zc is not written (the two-level carry's pass for the offsets).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -459,7 +462,8 @@ def dscan_chunk_bwd_walk_kernel(
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         st = ((c_off + c) * H + i_h) * K + o_k
-        tl.store(Zc + st, z, mask=m_k)
+        if STORE_ZC:
+            tl.store(Zc + st, z, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
         Mi = mr.to(tl.float32)
@@ -713,7 +717,8 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, reverse):
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
-    extra = {"maxnreg": _env("OSDN_DSCAN_MAP_MAXNREG", 0)} if _env("OSDN_DSCAN_MAP_MAXNREG", 0) else {}
+    maxnreg = _env("OSDN_DSCAN_MAP_MAXNREG", 0)  # A/B only: 128 was slower (run9 log, call 2)
+    extra = {"maxnreg": maxnreg} if maxnreg else {}
     dscan_chunk_map_kernel[(NS, H, cdiv(K, BN))](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
         REVERSE=reverse, PREC=prec, num_warps=nwm, num_stages=1, **extra,
@@ -759,14 +764,14 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
             HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=nw["fwd"], num_stages=1,
         )
     else:
-        # two-level carry: segment maps and offsets (the carry from 0) in parallel, the segments serially, then the
-        # carry of every segment from its entering deviation in parallel (writing Dc)
+        # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
+        # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
         Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, False)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_D0=False, STORE_DT=True, DEV_IO=True, num_warps=nw["fwd"], num_stages=1,
+            HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
         )
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
@@ -811,7 +816,6 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     dalpha = torch.empty(1, T, H, device=dev, dtype=f32) if ha else None
     deta = torch.empty(N, H, device=dev, dtype=f32)
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
-    dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
     nw = _kernel_warps(C, BK, warps)
     bw = nw["bwd"]
     if NT > 0:
@@ -821,6 +825,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         )
     segs = saved.get("segs")
     if segs is None:
+        dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(N, H)](
             k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
@@ -833,7 +838,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         Gs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
             k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_DDT=False, num_warps=nw["walk"], num_stages=1,
+            HAS_DDT=False, STORE_ZC=False, num_warps=nw["walk"], num_stages=1,
         )
         Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Psi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
