@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | gputests | alltests | kerneltests | twolevel | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu. Logs go to $OUT/gpu-run.log.
+# Stages: setup | pytest (PYTEST_ARGS, T_PY) | gputests | alltests | kerneltests | twolevel | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu. Logs go to $OUT/gpu-run.log.
 # ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
 # only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there).
@@ -15,6 +15,10 @@ for st in "$@"; do
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/fla_core-*.whl 2>&1 | tail -2 | tee -a "$LOG"
       nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$LOG"
       python3 -c "import torch,triton,fla;print('torch',torch.__version__,'triton',triton.__version__,'fla',fla.__version__,torch.cuda.get_device_name(0))" 2>&1 | tee -a "$LOG" ;;
+    pytest)
+      say "pytest ${PYTEST_ARGS} (Hypothesis profile ${HYPOTHESIS_PROFILE:-gpu}, GPU ${CUDA_VISIBLE_DEVICES:-0})"
+      eval "pyargs=(${PYTEST_ARGS})"  # PYTEST_ARGS may quote a -k expression
+      HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-gpu} timeout ${T_PY:-300} python3 -m pytest -p no:cacheprovider -q -rs "${pyargs[@]}" 2>&1 | tee -a "$LOG" ;;
     gputests)
       say "pytest -m gpu"
       timeout ${T_TESTS:-200} python3 -m pytest -p no:cacheprovider -m gpu -q -rs ${PYTEST_K:+-k "$PYTEST_K"} tests/test_fast_chunk.py tests/test_fast_recurrent.py 2>&1 | tee -a "$LOG" ;;

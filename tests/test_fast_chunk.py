@@ -66,6 +66,17 @@ def test_T1_chunk_float16_with_either_storage_of_the_state_parts_gradients(monke
     check(realistic_problem(B=2, T=45, H=2, K=12, V=10, seed=5, full=True), torch.float16, 16)
 
 
+@pytest.mark.parametrize("K,bko", [(100, None), (130, None), (100, "64")],
+                         ids=["whole-rows", "two-blocks-of-128", "two-blocks-of-64"])
+def test_T1_chunk_float16_gradient_kernel_key_blocks(monkeypatch, K, bko):
+    """The stored-operand gradient kernel takes a chunk's key columns whole (16-bit, K ≤ 128: one program per
+    chunk), in two blocks of 128 (K = 130 pads to 256) or, with OSDN_BWD_GRAD_BKO=64, in two blocks of 64 (the
+    earlier default): every output and gradient within the float16 bounds of the float64 reference, with a gate."""
+    if bko is not None:
+        monkeypatch.setenv("OSDN_BWD_GRAD_BKO", bko)
+    check(realistic_problem(B=1, T=40, H=1, K=K, V=24, seed=9, full=True), torch.float16, 32)
+
+
 def test_alpha_zero_is_an_exact_hard_reset_across_chunks():
     """α = 0 (E1) resets the learner to d° exactly: a long run of resets, also on chunk starts, stays finite
     and matches the reference (spec §6: no quotients of underflowed gate products)."""

@@ -135,6 +135,16 @@ def _fwd_walk_config(BK: int, BV: int, DT):
     return _ENV("OSDN_FWD_BV", BV), _ENV("OSDN_FWD_STAGES", stages)
 
 
+def _grad_key_block(DT) -> int:
+    """Key columns per program of the stored-operand gradient kernel (C3 reversed): 128 for 16-bit inputs, so that at
+    K = 128 one program does a chunk's whole rows, 64 for float32 (whose [BT, 128] float32 tiles would spill). With 64
+    at K = 128 the two programs of a chunk each formed U, dS, dA and K K̃ᵀ over all of V and K: same-run A/B on an
+    H200, bf16, fwd+bwd 4.723 → 4.273 ms at (8, 4096, 16, 128) (gradient kernel 1.374 → 0.919;
+    reports/gpu-run-run10-NVIDIA-H200.log, call 2). Blocks stay >= 64 for 16-bit dots (see ``_chunk_fwd``).
+    Env OSDN_BWD_GRAD_BKO overrides it."""
+    return 64 if DT is tl.float32 else 128
+
+
 def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
     """Storage dtype of the per-chunk states hbuf and adjoints dhbuf: the input's for 16-bit inputs, else fp32."""
     return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
@@ -234,7 +244,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
     )
     if lean and NT > 0:
-        state_out_kernel[(NT, H, cdiv(V, BV))](
+        state_out_kernel[(NT * cdiv(V, BV), H)](
             q, w, beta, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
             DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
         )
@@ -304,7 +314,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         # tiled walk: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] (transient), in the dtype of the walk's dot
         pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if tiles else None
         if tiles and NT > 0:
-            state_bwd_dul_kernel[(NT, H, NV)](
+            state_bwd_dul_kernel[(NT * NV, H)](
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
                 BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
@@ -328,10 +338,10 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
             )
         if NT > 0 and stored:
-            BKO = min(BK, 64)  # key columns per program (blocks of >= 64 for 16-bit dots, see _chunk_fwd)
+            BKO = min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(DT)))
             NKB = cdiv(K, BKO)
             dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
-            state_bwd_grads_stored_kernel[(NT, H, NKB)](
+            state_bwd_grads_stored_kernel[(NT * NKB, H)](
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, aux["vrbuf"], drbuf, do, aux["cu"], idx,
                 aux["scale"], dq, dk, dw, db, dgp, T,
                 H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, DT=DT, PREC=PREC,

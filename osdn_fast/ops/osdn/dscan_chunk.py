@@ -91,7 +91,9 @@ def _load_rows(ptr, t0, t1, i_h, H: tl.constexpr, D: tl.constexpr, BT: tl.conste
     o_t = tl.arange(0, BT)
     o_d = tl.arange(0, BD)
     m = ((t0 + o_t) < t1)[:, None] & (o_d < D)[None, :]
-    return tl.load(ptr + ((t0 + o_t[:, None]) * H + i_h) * D + o_d[None, :], mask=m, other=0.0).to(tl.float32)
+    # scalar 64-bit row offset, 32-bit tile offsets (t0 is int64)
+    return tl.load((ptr + (t0 * H + i_h) * D) + (o_t[:, None] * (H * D) + o_d[None, :]), mask=m,
+                   other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -99,7 +101,7 @@ def _store_rows(ptr, x, t0, t1, i_h, H: tl.constexpr, D: tl.constexpr, BT: tl.co
     o_t = tl.arange(0, BT)
     o_d = tl.arange(0, BD)
     m = ((t0 + o_t) < t1)[:, None] & (o_d < D)[None, :]
-    tl.store(ptr + ((t0 + o_t[:, None]) * H + i_h) * D + o_d[None, :], x, mask=m)
+    tl.store((ptr + (t0 * H + i_h) * D) + (o_t[:, None] * (H * D) + o_d[None, :]), x, mask=m)
 
 
 @triton.jit
@@ -286,18 +288,30 @@ def _carry_w(Mi, u, dp, et, gam, delta):
 
 @triton.jit
 def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr,
-               BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
+               BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+               PREFIX: tl.constexpr = False):
     """One chunk of C1 from the deviation δ⁰ entering it: every iterate inside the chunk.
 
     w = η M_d (a − Γ ⊙ U δ⁰) (a = ρ(d°), E7), δ_{i-1} = Γ_{i-1} δ⁰ + Σ_{j<i} R(i-1, j) w_j û_j and
-    d̄_{i-1} = d° + α_i δ_{i-1} (E1). Shared, operation for operation, by the forward's output kernel and both
-    backward kernels, so the backward sees bit-for-bit the forward's iterates without storing them.
+    d̄_{i-1} = d° + α_i δ_{i-1} (E1). Shared by the forward's output kernel and both backward kernels, which so
+    recompute the forward's iterates instead of storing them.
+
+    The sum over j < i is a product with the ratio matrix (``tl.dot`` in precision PREC), or, with PREFIX and without
+    α (ratios 1), an exclusive prefix sum over the rows in float32: fewer instructions and registers
+    (compiled offline for sm_90 at scan chunk 16, K = 128, 2 warps: the write-key kernel 2184 → 1872 SASS
+    instructions, ``dscan_chunk_bwd_pre_kernel`` 3280 → 2448 and 255 → 176 registers). ``dscan_chunk_bwd_kernel``
+    keeps the product: with the prefix sum it spills (904 B of stack). The two forms differ by rounding only (TF32
+    products for 16-bit inputs), so the backward's iterates then equal the forward's to that rounding, not bit for bit.
     """
     kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
     a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
     Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
     wv = _carry_w(Mi, u, dp, et, gam, delta)
-    dev = tl.dot(Rx, wv[:, None] * uh, input_precision=PREC) + gamx[:, None] * delta[None, :]  # δ_{i-1}
+    if PREFIX and not HAS_ALPHA:
+        wu = wv[:, None] * uh
+        dev = tl.cumsum(wu, axis=0) - wu + delta[None, :]  # δ_{i-1} (Γ = 1, R = 1)
+    else:
+        dev = tl.dot(Rx, wv[:, None] * uh, input_precision=PREC) + gamx[:, None] * delta[None, :]  # δ_{i-1}
     dev = tl.where(m_t[:, None], dev, 0.0)
     if HAS_ALPHA:
         dbar = dp[None, :] + a[:, None] * dev  # E1
@@ -308,7 +322,8 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
 
 @triton.jit
 def _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr,
-                      BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
+                      BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+                      PREFIX: tl.constexpr = False):
     """Prologue of the chunk-parallel kernels (grid (NT, H)): this program's chunk rows [t0, t1), its head's
     d° and η, the offset ``st`` of its [K] rows in the per-chunk buffers, and ``_chunk_dev`` from the carried δ⁰ (Dc)."""
     i_c = tl.program_id(0)
@@ -318,7 +333,7 @@ def _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H: tl
     st = (i_c.to(tl.int64) * H + i_h) * K + o_k
     delta = tl.load(Dc + st, mask=m_k, other=0.0)
     kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
-        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
     return i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar
 
 
@@ -396,7 +411,7 @@ def dscan_chunk_fwd_kernel(
 def dscan_chunk_out_kernel(
     k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, chunk_idx, d_min, d_max,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, STORE_DPREV: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, STORE_DPREV: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False,
 ):
     """Write keys of every chunk at once (C1, C2); grid (NT, H), one program per (global chunk, head).
 
@@ -405,7 +420,7 @@ def dscan_chunk_out_kernel(
     when STORE_DPREV, dprev = d_{t-1} [T, H, K] (the learner's iterate before APF, E1; used by tests).
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
-        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
     if STORE_DPREV:
         _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
     _store_rows(w, (_clip(dbar, d_min, d_max) * kk).to(w.dtype.element_ty), t0, t1, i_h, H, K, BT, BK)
@@ -415,7 +430,7 @@ def dscan_chunk_out_kernel(
 def dscan_chunk_bwd_pre_kernel(
     k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, chunk_idx, d_min, d_max, G0, S0,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False,
 ):
     """The z-independent part of each chunk's adjoint carry; grid (NT, H), all chunks at once.
 
@@ -425,7 +440,7 @@ def dscan_chunk_bwd_pre_kernel(
     ``dscan_chunk_bwd_kernel`` reads instead of forming b⁰ again.
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
-        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
     tl.store(G0 + st, tl.sum(gam[:, None] * e0, axis=0), mask=m_k)
@@ -484,7 +499,7 @@ def dscan_chunk_map_kernel(
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
     HAS_ALPHA: tl.constexpr, REVERSE: tl.constexpr, PREC: tl.constexpr,
 ):
-    """The carries' linear maps composed over each segment's chunks (two-level carry); grid (NS, H, ⌈K / BN⌉).
+    """The carries' linear maps composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
     Over one chunk the forward carry ``dscan_chunk_fwd_kernel`` is affine in the entering deviation,
     δ ← A δ + c with A = Γ_n I − η Ûᵀ diag(R(n, ·)) M_d diag(Γ) U (C1), and the reverse carry
@@ -493,9 +508,12 @@ def dscan_chunk_map_kernel(
     M_d (Γ ⊙ U Φ)), or Φ ← Γ_n Φ − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û Φ)), and writes those columns of Phi [NS, H, K, K]
     (fp32; row i, column j: ∂(leaving)_i / ∂(entering)_j). Products in precision PREC (``_map_config``).
     """
-    i_s = tl.program_id(0)
+    # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
+    # key and M_d reads through L2
+    NJ: tl.constexpr = (K + BN - 1) // BN
+    i_s = tl.program_id(0) // NJ
+    i_j = tl.program_id(0) % NJ
     i_h = tl.program_id(1)
-    i_j = tl.program_id(2)
     bos = tl.load(cu_seg + i_s).to(tl.int64)
     eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
     et = tl.load(eta + i_h).to(tl.float32)
@@ -673,12 +691,22 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
     - call 11, (1, 32768, 16, 128) (C = 32, 4 warps): M_d at 1 / 2 warps 0.520 → 0.25 / 0.24 ms (fwd+bwd 10.842 →
       10.574 / 10.565); the write-key kernel at 2 warps 0.184 → 0.229, the backward pair at 2 0.745 → 9.346, the
       reverse carry at 2 1.724 → 1.935 (all kept at ``warps`` / 4).
+    - ninth session (reports/gpu-run-run10-NVIDIA-H200.log, call 2; with the write-key kernel's prefix sum): the
+      write-key kernel at 4 warps for K > 64, 0.179 → 0.148 ms at (8, 4096, 16, 128) (fwd+bwd 4.723 → 4.697) but
+      0.144 → 0.157 at (16, 2048, 32, 64); the backward pair at 4 warps still slower (4.723 → 4.869, 3.767 → 4.167).
     Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD}_WARPS override each.
     """
     c16 = C == 16
     return dict(prep=_env("OSDN_DSCAN_PREP_WARPS", 1), fwd=_env("OSDN_DSCAN_FWD_WARPS", 4),
-                out=_env("OSDN_DSCAN_OUT_WARPS", warps), walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
+                out=_env("OSDN_DSCAN_OUT_WARPS", 4 if BK > 64 else warps),
+                walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
+
+
+def _prefix() -> bool:
+    """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
+    (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
+    return bool(_env("OSDN_DSCAN_PREFIX", 1))
 
 
 def scan_segment_length(C: int, NH: int, cu_host, w_dtype=torch.bfloat16) -> int:
@@ -719,7 +747,7 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, reverse):
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     maxnreg = _env("OSDN_DSCAN_MAP_MAXNREG", 0)  # A/B only: 128 was slower (run9 log, call 2)
     extra = {"maxnreg": maxnreg} if maxnreg else {}
-    dscan_chunk_map_kernel[(NS, H, cdiv(K, BN))](
+    dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
         REVERSE=reverse, PREC=prec, num_warps=nwm, num_stages=1, **extra,
     )
@@ -786,7 +814,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     if NT > 0:
         dscan_chunk_out_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, idx, float(d_min), float(d_max), H=H, K=K, BK=BK,
-            BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC,
+            BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(),
             num_warps=nw["out"], num_stages=1,
         )
     return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, w_dtype=w_dtype), dT, dprev
@@ -821,7 +849,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
-            BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
+            BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), num_warps=bw, num_stages=1,
         )
     segs = saved.get("segs")
     if segs is None:

@@ -158,11 +158,13 @@ def _chunk_out(qq, S, hd, ud, lam, scale, USE_G: tl.constexpr, DT: tl.constexpr,
 @triton.jit
 def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
               BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """Prologue of the lean walk's chunk-parallel kernels (grid (NT, H, value blocks)): the chunk's rows, key and
-    value offsets and masks, λ (``_gate_cumsum``), Q and K̃ in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32)."""
-    i_c = tl.program_id(0)
+    """Prologue of the lean walk's chunk-parallel kernels (grid (NT · value blocks, H), the value block varying
+    fastest so that a chunk's programs share its Q, K̃ reads through L2): the chunk's rows, key and value offsets and
+    masks, λ (``_gate_cumsum``), Q and K̃ in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32), and the value block."""
+    NV: tl.constexpr = (V + BV - 1) // BV
+    i_c = tl.program_id(0) // NV
+    i_v = tl.program_id(0) % NV
     i_h = tl.program_id(1)
-    i_v = tl.program_id(2)
     i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
@@ -172,7 +174,7 @@ def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V:
     _, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
     ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
-    return i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+    return i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
 
 
 @triton.jit
@@ -182,7 +184,7 @@ def state_bwd_dul_kernel(
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The dh-independent parts of dR = Mᵀ dU, dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed), for every chunk
-    at once, for the tiled dh walk; grid (NT, H, value blocks):
+    at once, for the tiled dh walk; grid (NT · value blocks, H) (``_qw_block``):
 
     - dul [T, H, V] = Mᵀ (scale Sᵀ dO), in dul's dtype; ``state_bwd_dh_tiles_kernel`` reads it and overwrites it
       with dR;
@@ -190,7 +192,7 @@ def state_bwd_dul_kernel(
 
     so that the walk's step is dR = dul + P dh and dh ← e^{λn} dh + scale (diag(e^λ) Q)ᵀ dO − (diag(β e^λ) K)ᵀ dR:
     two products on the chain from one chunk's dh to the next instead of three."""
-    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, S = _qw_block(
+    i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, S = _qw_block(
         q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
     mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
@@ -198,7 +200,7 @@ def state_bwd_dul_kernel(
     x = tl.dot(tl.trans(mm), x.to(DT), input_precision=PREC)
     tl.store(dul + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], x.to(dul.dtype.element_ty),
              mask=m_t[:, None] & m_v[None, :])
-    if tl.program_id(2) == 0:
+    if i_v == 0:
         if USE_G:
             # padded rows carry λ_n (the gates are zero-padded before the cumulative sum)
             lam_n = tl.sum(tl.where(o_t == BT - 1, lam, 0.0), axis=0)
@@ -218,8 +220,8 @@ def state_out_kernel(
 ):
     """The output of C3 for every chunk at once (``OSDN_STATE_WALK=lean``): O = scale (diag(e^λ) Q h⁰ +
     tril(e^{λ_i−λ_j} Q K̃ᵀ) U) from the chunk-start state h⁰ (hbuf) and U (ubuf, in DT) of the lean state walk;
-    grid (NT, H, value blocks). The same products, in the same order, as the full walk's output."""
-    i_c, i_h, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _, S = _qw_block(
+    grid (NT · value blocks, H) (``_qw_block``). The same products, in the same order, as the full walk's output."""
+    i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _, S = _qw_block(
         q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     uu = _load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
     hd = tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
@@ -858,9 +860,12 @@ def state_bwd_grads_stored_kernel(
     dtype when the caller stores them so), dbeta [T, H] (first key block) and dgp [NKB, T, H] (this key block's part
     of dL/dg, reverse-cumulated in the chunk; the caller sums).
     """
-    i_c = tl.program_id(0)
+    # grid (NT · NKB, H), the key block varying fastest: the NKB programs of a chunk run together and share its
+    # R, dR, dO, K, K̃ reads through L2 (with the chunk fastest they ran NT programs apart and each read them from memory)
+    NKB: tl.constexpr = (K + BKO - 1) // BKO
+    i_c = tl.program_id(0) // NKB
+    i_kb = tl.program_id(0) % NKB
     i_h = tl.program_id(1)
-    i_kb = tl.program_id(2)
     i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
     o_t = tl.arange(0, BT)
     incl = o_t[:, None] >= o_t[None, :]
