@@ -14,12 +14,10 @@ import sys
 import tempfile
 from collections import Counter
 
-if os.environ.get("TRITON_INTERPRET") != "0":  # osdn_fast's __init__ turns the interpreter on without a GPU
-    sys.exit("run with TRITON_INTERPRET=0 set in the environment")
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
 _I32 = {"cu", "chunk_idx", "chunk_off", "cu_seg", "seg_ptr", "cu_s"}
 _SCALAR = {"d_min": "fp32", "d_max": "fp32", "scale": "fp32", "T": "i32"}
@@ -29,6 +27,8 @@ _DEFAULTS = dict(H=16, K=128, V=128, BK=128, BV=64, BT=16, HAS_ALPHA=False, PREC
 
 
 def _value(s):
+    if s.startswith("tl."):  # a dtype constexpr, e.g. DT=tl.float32
+        return getattr(tl, s[3:])
     for cast in (int, float):
         try:
             return cast(s)
@@ -40,6 +40,8 @@ def _value(s):
 def resources(fn, warps=4, stages=1, sass=False, **const):
     """cuobjdump's resource lines of ``fn`` compiled for sm_90 with these constexprs (and, with ``sass``, the
     number of SASS instructions and the most common opcodes)."""
+    if not hasattr(fn, "params"):  # osdn_fast's __init__ turns the interpreter on where there is no GPU
+        raise RuntimeError("compile offline with TRITON_INTERPRET=0 set before osdn_fast is imported")
     sig, cons = {}, {}
     for p in fn.params:
         n = p.name

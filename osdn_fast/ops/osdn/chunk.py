@@ -140,7 +140,7 @@ def _grad_key_block(DT) -> int:
     K = 128 one program does a chunk's whole rows, 64 for float32 (whose [BT, 128] float32 tiles would spill). With 64
     at K = 128 the two programs of a chunk each formed U, dS, dA and K K̃ᵀ over all of V and K: same-run A/B on an
     H200, bf16, fwd+bwd 4.723 → 4.273 ms at (8, 4096, 16, 128) (gradient kernel 1.374 → 0.919;
-    reports/gpu-run-run10-NVIDIA-H200.log, call 2). Blocks stay >= 64 for 16-bit dots (see ``_chunk_fwd``).
+    reports/gpu-run-run10-NVIDIA-H200-H100.log, call 2). Blocks stay >= 64 for 16-bit dots (see ``_chunk_fwd``).
     Env OSDN_BWD_GRAD_BKO overrides it."""
     return 64 if DT is tl.float32 else 128
 

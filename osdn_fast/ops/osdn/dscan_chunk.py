@@ -297,11 +297,13 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
     recompute the forward's iterates instead of storing them.
 
     The sum over j < i is a product with the ratio matrix (``tl.dot`` in precision PREC), or, with PREFIX and without
-    α (ratios 1), an exclusive prefix sum over the rows in float32: fewer instructions and registers
-    (compiled offline for sm_90 at scan chunk 16, K = 128, 2 warps: the write-key kernel 2184 → 1872 SASS
-    instructions, ``dscan_chunk_bwd_pre_kernel`` 3280 → 2448 and 255 → 176 registers). ``dscan_chunk_bwd_kernel``
-    keeps the product: with the prefix sum it spills (904 B of stack). The two forms differ by rounding only (TF32
-    products for 16-bit inputs), so the backward's iterates then equal the forward's to that rounding, not bit for bit.
+    α (ratios 1), an exclusive prefix sum over the rows in float32. Same-run A/B on an H200, bf16
+    (reports/gpu-run-run10-NVIDIA-H200-H100.log, call 2): write keys 0.186 → 0.144 ms and bwd_pre 0.326 → 0.269 at
+    (16, 2048, 32, 64) (fwd+bwd 3.865 → 3.767), write keys 0.197 → 0.179 at (8, 4096, 16, 128); compiled offline for
+    sm_90 (scan chunk 16, K = 128, 2 warps) bwd_pre needs 216 registers instead of 255. ``dscan_chunk_bwd_kernel``
+    keeps the product: with prefix sums it spills (792 B of stack at 2 warps). The two forms differ by rounding only
+    (TF32 products for 16-bit inputs), so the backward's iterates equal the forward's to that rounding, not bit for
+    bit.
     """
     kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
     a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
@@ -691,7 +693,7 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
     - call 11, (1, 32768, 16, 128) (C = 32, 4 warps): M_d at 1 / 2 warps 0.520 → 0.25 / 0.24 ms (fwd+bwd 10.842 →
       10.574 / 10.565); the write-key kernel at 2 warps 0.184 → 0.229, the backward pair at 2 0.745 → 9.346, the
       reverse carry at 2 1.724 → 1.935 (all kept at ``warps`` / 4).
-    - ninth session (reports/gpu-run-run10-NVIDIA-H200.log, call 2; with the write-key kernel's prefix sum): the
+    - ninth session (reports/gpu-run-run10-NVIDIA-H200-H100.log, call 2; with the write-key kernel's prefix sum): the
       write-key kernel at 4 warps for K > 64, 0.179 → 0.148 ms at (8, 4096, 16, 128) (fwd+bwd 4.723 → 4.697) but
       0.144 → 0.157 at (16, 2048, 32, 64); the backward pair at 4 warps still slower (4.723 → 4.869, 3.767 → 4.167).
     Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD}_WARPS override each.
