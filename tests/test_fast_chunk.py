@@ -71,10 +71,23 @@ def test_T1_chunk_float16_with_either_storage_of_the_state_parts_gradients(monke
 def test_T1_chunk_float16_gradient_kernel_key_blocks(monkeypatch, K, bko):
     """The stored-operand gradient kernel takes a chunk's key columns whole (16-bit, K ≤ 128: one program per
     chunk), in two blocks of 128 (K = 130 pads to 256) or, with OSDN_BWD_GRAD_BKO=64, in two blocks of 64 (the
-    earlier default): every output and gradient within the float16 bounds of the float64 reference, with a gate."""
+    earlier default): every output and gradient within the float16 bounds of the float64 reference, with a gate.
+    The launch grid is recorded, so the test fails if another split ran."""
+    from osdn_fast.ops.osdn import chunk as chunk_mod
     if bko is not None:
         monkeypatch.setenv("OSDN_BWD_GRAD_BKO", bko)
-    check(realistic_problem(B=1, T=40, H=1, K=K, V=24, seed=9, full=True), torch.float16, 32)
+    real, grids = chunk_mod.state_bwd_grads_stored_kernel, []
+
+    class Spy:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(chunk_mod, "state_bwd_grads_stored_kernel", Spy())
+    T, C = 40, 32
+    check(realistic_problem(B=1, T=T, H=1, K=K, V=24, seed=9, full=True), torch.float16, C)
+    blocks = 1 if (K <= 128 and bko is None) else 2
+    assert grids == [(-(-T // C) * blocks, 1)], grids
 
 
 def test_alpha_zero_is_an_exact_hard_reset_across_chunks():

@@ -135,14 +135,15 @@ def _fwd_walk_config(BK: int, BV: int, DT):
     return _ENV("OSDN_FWD_BV", BV), _ENV("OSDN_FWD_STAGES", stages)
 
 
-def _grad_key_block(DT) -> int:
-    """Key columns per program of the stored-operand gradient kernel (C3 reversed): 128 for 16-bit inputs, so that at
-    K = 128 one program does a chunk's whole rows, 64 for float32 (whose [BT, 128] float32 tiles would spill). With 64
-    at K = 128 the two programs of a chunk each formed U, dS, dA and K K̃ᵀ over all of V and K: same-run A/B on an
-    H200, bf16, fwd+bwd 4.723 → 4.273 ms at (8, 4096, 16, 128) (gradient kernel 1.374 → 0.919;
-    reports/gpu-run-run10-NVIDIA-H200-H100.log, call 2). Blocks stay >= 64 for 16-bit dots (see ``_chunk_fwd``).
-    Env OSDN_BWD_GRAD_BKO overrides it."""
-    return 64 if DT is tl.float32 else 128
+def _grad_key_block(dtype: torch.dtype) -> int:
+    """Key columns per program of the stored-operand gradient kernel (C3 reversed) for inputs of ``dtype``: 128 for
+    16-bit inputs, so that at K = 128 one program does a chunk's whole rows, 64 for float32 (whose [BT, 128] float32
+    tiles would spill). Chosen by the input dtype, not the dot operands', so that the interpreter (float32 operands)
+    runs the GPU's blocks. With 64 at K = 128 the two programs of a chunk each formed U, dS, dA and K K̃ᵀ over all of V
+    and K: same-run A/B on an H200, bf16, fwd+bwd 4.723 → 4.273 ms at (8, 4096, 16, 128) (gradient kernel 1.374 →
+    0.919; reports/gpu-run-run10-NVIDIA-H200-H100.log, call 2). Blocks stay >= 64 for 16-bit dots (see
+    ``_chunk_fwd``). Env OSDN_BWD_GRAD_BKO overrides it."""
+    return 128 if dtype in (torch.float16, torch.bfloat16) else 64
 
 
 def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -338,7 +339,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
             )
         if NT > 0 and stored:
-            BKO = min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(DT)))
+            BKO = min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(v.dtype)))
             NKB = cdiv(K, BKO)
             dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
             state_bwd_grads_stored_kernel[(NT * NKB, H)](
