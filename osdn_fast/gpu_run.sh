@@ -7,6 +7,8 @@
 # state-adjoint kernel on an H100, run10 log), so give any step that runs fla 300 s or more.
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PYTHONDONTWRITEBYTECODE=1
+# the commit whose kernels run (the reports record it; the device's copy of .git is stale): .whl/COMMIT, written here
+[ -z "$OSDN_COMMIT" ] && [ -f .whl/COMMIT ] && export OSDN_COMMIT=$(cat .whl/COMMIT)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; LOG=$OUT/gpu-run.log
 say() { echo "=== $(date -u +%H:%M:%S) $*" | tee -a "$LOG"; }
 for st in "$@"; do

@@ -201,6 +201,24 @@ def _summary(rows: List[Dict]) -> List[Dict]:
     return list(out.values())
 
 
+def source_commit() -> str:
+    """The commit whose kernels a report measured: env OSDN_COMMIT (set by the GPU driver, whose copy of the tree
+    has no current git history), else ``git rev-parse --short HEAD`` of this checkout (with ``+dirty`` for
+    uncommitted changes to tracked files), else ``unknown``."""
+    if os.environ.get("OSDN_COMMIT"):
+        return os.environ["OSDN_COMMIT"]
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
 def _device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0).replace(" ", "-")
@@ -272,7 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = dict(device=name, backend=backend, oracle=oracle, shapes=shapes, grad_T=args.grad_T or shapes["T"],
                 seeds=args.seeds, configs=list(args.configs), dtypes=list(args.dtypes), chunk_size=64, dscan=_dscan_desc(shapes), torch=torch.__version__,
                 triton=__import__("triton").__version__, python=platform.python_version(),
-                seconds=round(time.time() - t0, 1), partial=partial,
+                seconds=round(time.time() - t0, 1), partial=partial, commit=source_commit(),
                 metric_note="scaled = max_abs / max(ref_max, floor) (floor 0.1; 1.0 for dq, dk under the L2 norm), the tested measure; bound from TOLERANCES")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +298,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [f"# Tolerance report: {name}", "",
              f"Fast path vs float64 oracle ({oracle}); backend {backend}; shapes {shapes}; gradient T "
              f"{meta['grad_T']}; seeds {args.seeds}; dtypes {args.dtypes}; configs {args.configs} of full (g, α with resets, η per head, d°, clip, "
-             f"h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64 (d-scan: {meta.get('dscan', '?')}); torch {meta['torch']}, triton {meta['triton']}; "
+             f"h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64 (d-scan: {meta.get('dscan', '?')}); kernels of commit {meta['commit']}; torch {meta['torch']}, triton {meta['triton']}; "
              f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
              "measured." if partial else ""), "",
              "max_abs = max|x − ref|; rel_max = max_abs / max|ref|; rel_rms = ‖x − ref‖ / ‖ref‖; "

@@ -2,7 +2,8 @@
 
 HYPOTHESIS_PROFILE=ci (default) keeps the suite fast on a 2-core CPU; HYPOTHESIS_PROFILE=thorough
 is for long nightly runs; HYPOTHESIS_PROFILE=gpu (4 examples per property) is what the GPU driver's
-``alltests`` stage uses, where each new shape costs a kernel compilation. Every run uses one seed, printed in the header and again after a
+``alltests`` stage uses, where each new shape costs a kernel compilation; OSDN_MAX_EXAMPLES=N sets the number of
+examples of whichever profile is loaded. Every run uses one seed, printed in the header and again after a
 failure; rerun with ``--hypothesis-seed=N`` (or OSDN_HYPOTHESIS_SEED=N) to replay it.
 """
 
@@ -35,6 +36,10 @@ settings.register_profile("thorough", max_examples=400, **_common)
 # on a GPU every new shape compiles the kernels (seconds each): 12 examples per property did not fit a 300 s stage
 settings.register_profile("gpu", max_examples=4, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# OSDN_MAX_EXAMPLES=N: the loaded profile with N examples per property (e.g. many seeds' worth of one property on a GPU)
+if os.environ.get("OSDN_MAX_EXAMPLES"):
+    settings.register_profile("max-examples", parent=settings(), max_examples=int(os.environ["OSDN_MAX_EXAMPLES"]))
+    settings.load_profile("max-examples")
 
 _SEED = None
 
