@@ -203,7 +203,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     f32 = torch.float32
     # C1/C2: d-scan and write keys
     dT = None
-    dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None)
+    dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None, Phi=None)
     dprev = None
     DC, DW = dscan_chunking(K, BT, N * H)
     if _dscan_mode() == "token":
@@ -253,7 +253,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
-                   M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
+                   Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
                    d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
                    bwd_mode=bwd_mode, lean=lean, segs_d=dsaved["segs"],
                    wdt_d=dsaved.get("w_dtype"))
@@ -372,7 +372,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
             H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
         )
     else:
-        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"],
+        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"], Phi=aux["Phi_d"],
                      w_dtype=aux["wdt_d"])
         # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
         # instead of a float32 read-modify-write followed by a cast
@@ -392,7 +392,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
 
 # tensors the forward saves for the backward, by their names in ``_chunk_fwd``'s aux (None where not used)
 _SAVED = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
-          "offs_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx")
+          "offs_d", "Phi_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx")
 
 
 class ChunkOSDNFunction(torch.autograd.Function):

@@ -499,16 +499,19 @@ def dscan_chunk_bwd_walk_kernel(
 def dscan_chunk_map_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, REVERSE: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
-    """The carries' linear maps composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
+    """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
     Over one chunk the forward carry ``dscan_chunk_fwd_kernel`` is affine in the entering deviation,
-    δ ← A δ + c with A = Γ_n I − η Ûᵀ diag(R(n, ·)) M_d diag(Γ) U (C1), and the reverse carry
-    ``dscan_chunk_bwd_walk_kernel`` is z ← Aᵀ z + g⁰. This program multiplies BN columns of the identity by A of
-    every chunk of segment i_s in order (by Aᵀ in reverse order with REVERSE): Φ ← Γ_n Φ − η Ûᵀ (R(n, ·) ⊙
-    M_d (Γ ⊙ U Φ)), or Φ ← Γ_n Φ − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û Φ)), and writes those columns of Phi [NS, H, K, K]
-    (fp32; row i, column j: ∂(leaving)_i / ∂(entering)_j). Products in precision PREC (``_map_config``).
+    δ ← A δ + c with A = Γ_n I − η Ûᵀ diag(R(n, ·)) M_d diag(Γ) U (C1). This program multiplies BN columns of the
+    identity by A of every chunk of segment i_s in order, Φ ← Γ_n Φ − η Ûᵀ (R(n, ·) ⊙ M_d (Γ ⊙ U Φ)), and writes
+    those columns of Phi [NS, H, K, K] (fp32; row i, column j: ∂(leaving)_i / ∂(entering)_j). Products in precision
+    PREC (``_map_config``).
+
+    The reverse carry ``dscan_chunk_bwd_walk_kernel`` is z ← Aᵀ z + g⁰ over the chunks from the right, so its
+    segment map is A_1ᵀ ⋯ A_nᵀ = (A_n ⋯ A_1)ᵀ = Φᵀ: the backward reads the forward's Phi transposed
+    (``dscan_chunk_seg_kernel`` with REVERSE) and composes no maps of its own.
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
@@ -523,18 +526,11 @@ def dscan_chunk_map_kernel(
     o_j = i_j * BN + tl.arange(0, BN)
     phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
     nc = tl.cdiv(eos - bos, BT)
-    if REVERSE:
-        t0 = bos + (nc - 1) * BT
-    else:
-        t0 = bos
+    t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
     kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
                                   BK, HAS_ALPHA)
-    for cc in range(0, nc):
-        if REVERSE:
-            c = nc - 1 - cc
-        else:
-            c = cc
+    for c in range(0, nc):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         kf = kr.to(tl.float32)
@@ -544,24 +540,13 @@ def dscan_chunk_map_kernel(
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
         rnh = tl.where(sq > 0, rn / tl.where(sq > 0, sq, 1.0), 0.0)  # R(n, ·) / ‖k‖²
         Mi = mr.to(tl.float32)
-        # the next chunk's loads (none past either end), issued before this chunk's products
-        if REVERSE:
-            tn = t0 - BT
-            tn1 = tl.where(c > 0, t0, tn)
-        else:
-            tn = t1
-            tn1 = tl.minimum(t1 + BT, eos)
-        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, tn, tn1, i_h, H, K, BT, BK, HAS_ALPHA)
+        # the next chunk's loads (none past the end), issued before this chunk's products
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
         # A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U: only U [BT, BK] stays live, and Y (not depending on Φ)
-        # leaves two products on the chain from Φ to Φ; Aᵀ swaps the two diagonal scalings and transposes M_d
-        if REVERSE:
-            Y = tl.dot(tl.trans(Mi * rnh[:, None]), u, input_precision=PREC)
-            y = tl.dot(Y, phi, input_precision=PREC)
-            y = tl.dot(tl.trans(u), gam[:, None] * y, input_precision=PREC)
-        else:
-            Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
-            y = tl.dot(Y, phi, input_precision=PREC)
-            y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
+        # leaves two products on the chain from Φ to Φ
+        Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
+        y = tl.dot(Y, phi, input_precision=PREC)
+        y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
         phi = gam_n * phi - et * y
     tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
              mask=(o_k[:, None] < K) & (o_j[None, :] < K))
@@ -573,10 +558,11 @@ def dscan_chunk_seg_kernel(
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
     HAS_X0: tl.constexpr, X0_MINUS_DP: tl.constexpr, REVERSE: tl.constexpr,
 ):
-    """The serial level of the two-level carry of C1; grid (N, H): walks sequence i_n's segments (in reverse with
-    REVERSE), x ← Φ_s x + c_s with the composed maps Φ_s (``dscan_chunk_map_kernel``) and offsets c_s (the carry
-    run over segment s from 0), starting from x0 [N, H, K] (minus d° with X0_MINUS_DP: the forward's d_0; the
-    reverse's ∂L/∂d_T) or 0. Writes Xs [NS, H, K] (fp32): the x entering every segment."""
+    """The serial level of the two-level carry of C1; grid (N, H): walks sequence i_n's segments, x ← Φ_s x + c_s
+    with the composed maps Φ_s (``dscan_chunk_map_kernel``) and offsets c_s (the carry run over segment s from 0),
+    or with REVERSE from the right, x ← Φ_sᵀ x + c_s (the adjoint carry's map is the transpose of the forward's),
+    starting from x0 [N, H, K] (minus d° with X0_MINUS_DP: the forward's d_0; the reverse's ∂L/∂d_T) or 0. Writes
+    Xs [NS, H, K] (fp32): the x entering every segment."""
     i_n = tl.program_id(0)
     i_h = tl.program_id(1)
     o_k = tl.arange(0, BK)
@@ -597,7 +583,11 @@ def dscan_chunk_seg_kernel(
         tl.store(Xs + (s * H + i_h) * K + o_k, x, mask=m_k)
         ph = tl.load(Phi + ((s * H + i_h) * K + o_k[:, None]) * K + o_k[None, :], mask=m_k[:, None] & m_k[None, :],
                      other=0.0)
-        x = tl.sum(ph * x[None, :], axis=1) + tl.load(Cs + (s * H + i_h) * K + o_k, mask=m_k, other=0.0)
+        if REVERSE:
+            x = tl.sum(ph * x[:, None], axis=0)  # Φᵀ x
+        else:
+            x = tl.sum(ph * x[None, :], axis=1)
+        x = x + tl.load(Cs + (s * H + i_h) * K + o_k, mask=m_k, other=0.0)
 
 
 @triton.jit
@@ -742,8 +732,8 @@ def _map_config(BK: int, w_dtype) -> tuple:
     return min(BK, _env("OSDN_DSCAN_MAP_BN", 32)), _env("OSDN_DSCAN_MAP_WARPS", 4), prec
 
 
-def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, reverse):
-    """Phi [NS, H, K, K]: every segment's composed carry map (forward or, with ``reverse``, adjoint)."""
+def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
+    """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
@@ -751,7 +741,7 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, reverse):
     extra = {"maxnreg": maxnreg} if maxnreg else {}
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        REVERSE=reverse, PREC=prec, num_warps=nwm, num_stages=1, **extra,
+        PREC=prec, num_warps=nwm, num_stages=1, **extra,
     )
     return Phi
 
@@ -765,7 +755,9 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     -------
     w : [1, T, H, K]                  write keys K̃ (C2), computed in float32, stored in ``w_dtype``
     saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs, segs (the
-                                      two-level carry's segments or None), w_dtype: what the backward needs
+                                      two-level carry's segments or None), Phi [NS, H, K, K] (their composed
+                                      maps, whose transposes the reverse carry uses; or None), w_dtype: what the
+                                      backward needs
     dT : float32 [N, H, K] or None    d_T
     dprev : float32 [1, T, H, K] or None   d_{t-1}, when ``store_dprev``
     """
@@ -797,7 +789,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
-        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, False)
+        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
@@ -819,7 +811,8 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
             BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(),
             num_warps=nw["out"], num_stages=1,
         )
-    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, w_dtype=w_dtype), dT, dprev
+    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi if segs is not None else None,
+                   w_dtype=w_dtype), dT, dprev
 
 
 def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
@@ -861,17 +854,18 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
             HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
         )
     else:
-        # two-level reverse carry (see dscan_chunk_forward): adjoint maps and offsets per segment, the segments
-        # serially from the right, then every segment's walk from its entering adjoint (writing Zc)
+        # two-level reverse carry (see dscan_chunk_forward): offsets per segment, the segments serially from the right
+        # with the transposes of the forward's maps (no maps of its own: 0.92 ms at (1, 32768, 16, 128) before), then
+        # every segment's walk from its entering adjoint (writing Zc)
         cu_s, coff_s, seg_ptr, first, _, NS = segs
-        Psi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, saved.get("w_dtype", torch.float32), True)
+        Phi = saved["Phi"]
         Gs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
             k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_DDT=False, STORE_ZC=False, num_warps=nw["walk"], num_stages=1,
         )
         Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
-        dscan_chunk_seg_kernel[(N, H)](Psi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
+        dscan_chunk_seg_kernel[(N, H)](Phi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
                                        X0_MINUS_DP=False, REVERSE=True, num_warps=8)
         dd0s = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
