@@ -21,6 +21,11 @@ CUDA context), each on a 64-row tile with 4 or 8 warps, and compares with torch 
 
 Usage (on a GPU): python osdn_fast/_repro_narrow_dot.py            (all cases, a table at the end)
                   python osdn_fast/_repro_narrow_dot.py one PATTERN N DTYPE WARPS
+                  python osdn_fast/_repro_narrow_dot.py walks      (the failing float16 examples of the 32-column
+                                                                    walks under several warps / stages)
+
+Upstream: Triton issues #10486 and #11366 report illegal memory accesses on Hopper (sm_90) from kernels with several
+``tl.dot`` on 32-wide blocks at 4 warps, with Triton 3.6-3.7.1 and not with 3.5.1; the same family as this.
 """
 import json
 import os
@@ -85,7 +90,53 @@ def one(pattern: str, N: int, dtype: str, warps: int) -> dict:
                 triton=triton.__version__)
 
 
+# The two failing examples of tests/test_fast_chunk.py's float16 property with 32-column walks (tenth session, H200,
+# Triton 3.6): T = K = V = 1, chunk 64. With OSDN_DH_BV=32 (tiled dh walk) ∂L/∂h0 came out NaN; with OSDN_FWD_BV=32
+# (forward walk) the run met an illegal memory access. Both pass in the interpreter.
+WALK_EXAMPLE = dict(q=[[[[0.12573022]]]], v=[[[[-0.13210486]]]], beta=[[[0.04097352]]], k=[[[[1.03194322]]]],
+                    eta=1.7342355968276713)
+WALK_CASES = [  # (name, env, with h0 and the L2 norm)
+    ("dh32-w4-s2", dict(OSDN_DH_BV="32"), True), ("dh32-w4-s1", dict(OSDN_DH_BV="32", OSDN_BWD_DH_STAGES="1"), True),
+    ("dh32-w8-s2", dict(OSDN_DH_BV="32", OSDN_BWD_DH_WARPS="8"), True),
+    ("dh32-w2-s2", dict(OSDN_DH_BV="32", OSDN_BWD_DH_WARPS="2"), True),
+    ("fwd32-w4-s3", dict(OSDN_FWD_BV="32"), False), ("fwd32-w4-s1", dict(OSDN_FWD_BV="32", OSDN_FWD_STAGES="1"), False),
+    ("fwd32-w8-s3", dict(OSDN_FWD_BV="32", OSDN_FWD_WARPS="8"), False),
+    ("fwd32-w2-s3", dict(OSDN_FWD_BV="32", OSDN_FWD_WARPS="2"), False),
+    ("default", {}, True),
+]
+
+
+def walk_one(with_h0: bool) -> dict:
+    """One chunk_osdn forward+backward of WALK_EXAMPLE in float16 (chunk 64) against the float64 reference."""
+    import numpy as np
+    import torch
+    from osdn_fast import chunk_osdn
+    from osdn_fast.compare import compare
+    kw = {n: np.asarray(x) if isinstance(x, list) else x for n, x in WALK_EXAMPLE.items()}
+    if with_h0:
+        kw.update(initial_state=np.asarray([[[[1.30400005]]]]), use_qk_l2norm_in_kernel=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    errs, _, _ = compare(chunk_osdn, kw, torch.float16, dev, grads=True, chunk_size=64)
+    return {n: e["max_abs"] for n, e in errs.items()}
+
+
+def walks() -> None:
+    """Each case of WALK_CASES in its own process (a fault poisons the CUDA context): max abs errors or the error."""
+    for name, env, h0 in WALK_CASES:
+        cmd = [sys.executable, __file__, "walk", "1" if h0 else "0"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=200, env=dict(os.environ, **env))
+        line = [x for x in p.stdout.splitlines() if x.startswith("{")]
+        res = line[-1] if line else "FAILED: " + ((p.stderr.strip().splitlines() or ["?"])[-1][:200])
+        print(f"walk case {name} {env}: {res}", flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "walk":
+        print(json.dumps(walk_one(sys.argv[2] == "1")), flush=True)
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "walks":
+        walks()
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "one":
         pattern, N, dtype, warps = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
         print(json.dumps(one(pattern, N, dtype, warps)), flush=True)
