@@ -124,7 +124,10 @@ def walks() -> None:
     """Each case of WALK_CASES in its own process (a fault poisons the CUDA context): max abs errors or the error."""
     for name, env, h0 in WALK_CASES:
         cmd = [sys.executable, __file__, "walk", "1" if h0 else "0"]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=200, env=dict(os.environ, **env))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root: osdn_fast importable
+        path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=200,
+                           env=dict(os.environ, PYTHONPATH=path, **env))
         line = [x for x in p.stdout.splitlines() if x.startswith("{")]
         res = line[-1] if line else "FAILED: " + ((p.stderr.strip().splitlines() or ["?"])[-1][:200])
         print(f"walk case {name} {env}: {res}", flush=True)

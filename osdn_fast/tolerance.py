@@ -228,10 +228,17 @@ def _device_name(device: str) -> str:
 def _dscan_desc(shapes) -> str:
     """Which preconditioner scan the report measured: token-serial, or the chunk form with its scan chunk."""
     import os
-    from osdn_fast.ops.osdn.chunk import dscan_chunking
+    from osdn_fast.ops.osdn.chunk import dscan_chunking, dscan_two_level
     if os.environ.get("OSDN_DSCAN", "chunk") == "token":
         return "token-serial"
-    return f"chunk form, scan chunk {dscan_chunking(shapes['K'], 64, shapes['B'] * shapes['H'])[0]}"
+    B, T, NH = shapes["B"], shapes["T"], shapes["B"] * shapes["H"]
+    cu = np.arange(B + 1) * T
+    two = {n: dscan_two_level(NH, cu, getattr(torch, n)) for n in ("float32", "float16", "bfloat16")}
+    chunks = {n: dscan_chunking(shapes["K"], 64, NH, t)[0] for n, t in two.items()}
+    if len(set(chunks.values())) == 1 and not any(two.values()):
+        return f"chunk form, scan chunk {chunks['float32']}"
+    return "chunk form, scan chunk " + ", ".join(f"{c} for {n}" + (" (two-level carry)" if two[n] else "")
+                                                   for n, c in chunks.items())
 
 
 def main(argv: Optional[List[str]] = None) -> int:

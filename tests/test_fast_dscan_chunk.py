@@ -263,6 +263,8 @@ def test_C1_chunk_scan_equals_token_scan_forward_and_backward(P, C):
 def test_C1_named_cases(case, C):
     case = dict(case)
     T, cu = case.pop("T"), case.pop("cu")
+    if "map_bn" in case:  # columns per program of the map kernel (default: all of them up to 128)
+        monkeypatch.setenv("OSDN_DSCAN_MAP_BN", str(case.pop("map_bn")))
     P = make_problem(np.random.default_rng(T * 7 + C), T, 2, case.pop("K", 5), cu, **case)
     check(P, C)
 
@@ -424,7 +426,7 @@ def test_known_deta_precision_gap_on_a_K1_example(monkeypatch, scan):
     dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed"),  # packed, empty and one-chunk sequences
     dict(T=161, cu=[0, 161], alpha=None, d0=False, ddT=False),
     dict(T=140, cu=[0, 140], alpha="many_resets", clip="active"),
-    dict(T=150, cu=[0, 150], K=40, zero_rows=0.2, alpha="gates"),  # two column blocks of the maps
+    dict(T=150, cu=[0, 150], K=40, zero_rows=0.2, alpha="gates", map_bn=32),  # two column blocks of the maps
     dict(T=150, cu=[0, 10, 150], eta=0.0, clip="none"),
     dict(T=170, cu=[0, 5, 170], alpha="gates", d0=False),      # a map far from both 0 and its transpose
 ], ids=["one-seq", "packed-empty", "bare", "resets-clip", "K40-zero-keys", "eta0", "gates"])
@@ -438,6 +440,8 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     monkeypatch.setenv("OSDN_DSCAN_SEG", "2")
     case = dict(case)
     T, cu = case.pop("T"), case.pop("cu")
+    if "map_bn" in case:  # columns per program of the map kernel (default: all of them up to 128)
+        monkeypatch.setenv("OSDN_DSCAN_MAP_BN", str(case.pop("map_bn")))
     assert scan_segment_length(C, 2, np.asarray(cu)) == 2  # the two-level path really runs
     P = make_problem(np.random.default_rng(T + C), T, 2, case.pop("K", 5), cu, **case)
     P["beta"] = stable_beta(P)

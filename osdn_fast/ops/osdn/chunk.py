@@ -25,7 +25,7 @@ import triton.language as tl
 
 from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
-from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward
+from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward, scan_segment_length
 from .state import (state_bwd_dh_kernel, state_bwd_dh_tiles_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel,
                     state_bwd_grads_stored_kernel, state_bwd_kernel, state_fwd_kernel, state_out_kernel)
 from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2
@@ -90,9 +90,9 @@ def _dscan_mode() -> str:
     return mode
 
 
-def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
-    """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K, state chunk BT and NH (sequence,
-    head) pairs.
+def dscan_chunking(K: int, BT: int = 64, NH: int = 1, two_level: bool = False):
+    """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K, state chunk BT, NH (sequence,
+    head) pairs and whether the two-level carry runs at scan chunk 16 (``dscan_two_level``).
 
     The warps are the chunk-parallel kernels' default; ``dscan_chunk._kernel_warps`` refines them per kernel.
     16 tokens and 2 warps for K <= 64 or when NH >= 64 serial carries run side by side; 32 and 4 for K > 64 with
@@ -103,13 +103,25 @@ def dscan_chunking(K: int, BT: int = 64, NH: int = 1):
     (1, 32768, 16, 128) not remeasured against 16 / 2 in that run. 8 warps, which avoid the register spills an
     offline sm_90 compile shows at 4, were slower. Env OSDN_DSCAN_CHUNK / OSDN_DSCAN_WARPS override them. Never
     longer than the state chunk.
+
+    16 / 2 also where the two-level carry runs (few long sequences, bfloat16): the serial carry no longer dominates,
+    and the chunk-parallel kernels are cheaper on 16-token chunks. Same-run A/B on an H200, bf16, (1, 32768, 16, 128)
+    (reports/gpu-run-run11-NVIDIA-H200-H100.log, call 2): fwd+bwd 8.006 ms at 32 / 4 → 7.528 at 16 / 2 (M_d 0.25 →
+    0.12, write keys 0.21 → 0.15, bwd_pre 0.56 → 0.43, reverse carries 0.31 → 0.23, d-scan backward 0.70 → 0.58;
+    the segment walk 0.06 → 0.12).
     """
-    small = K <= 64 or NH >= 64
+    small = K <= 64 or NH >= 64 or two_level
     DC = min(BT, _ENV("OSDN_DSCAN_CHUNK", 16 if small else 32))
     DW = _ENV("OSDN_DSCAN_WARPS", 2 if small else 4)
     if DC not in (16, 32, 64, 128):
         raise ValueError(f"OSDN_DSCAN_CHUNK: expected 16, 32, 64 or 128, got {DC}")
     return DC, DW
+
+
+def dscan_two_level(NH: int, cu_host, dtype: torch.dtype) -> bool:
+    """Whether the d-scan's two-level carry runs at scan chunk 16 for NH (sequence, head) pairs, packed offsets
+    ``cu_host`` and inputs of ``dtype`` (its write keys are stored in the 16-bit input dtype, else float32)."""
+    return scan_segment_length(16, NH, cu_host, _state_store_dtype(dtype)) > 0
 
 
 def _bv(BK: int, V: int) -> int:
@@ -205,7 +217,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     dT = None
     dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None, Phi=None)
     dprev = None
-    DC, DW = dscan_chunking(K, BT, N * H)
+    DC, DW = dscan_chunking(K, BT, N * H, dscan_two_level(N * H, cu_host, v.dtype))
     if _dscan_mode() == "token":
         w = torch.empty(1, T, H, K, device=dev, dtype=f32)
         dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None

@@ -711,7 +711,9 @@ def scan_segment_length(C: int, NH: int, cu_host, w_dtype=torch.bfloat16) -> int
     (``dscan_chunk_map_kernel``), walks the segments serially (``dscan_chunk_seg_kernel``) and reruns the carry of
     every segment from its entering value in parallel. Default: 64 chunks when NH < 64, the write keys are bfloat16
     (the maps' TF32 products, ``_map_config``, round below bfloat16's precision) and some sequence has more than 2·64
-    chunks; env OSDN_DSCAN_SEG sets the length for every dtype (0: off; small values for tests)."""
+    chunks (where it runs, ``chunk.dscan_chunking`` picks scan chunk 16: segments of 1024 tokens); env
+    OSDN_DSCAN_SEG sets the length for every dtype (0: off; small values for tests). Segments of 32 or 128 chunks
+    were slower at (1, 32768, 16, 128), scan chunk 32: fwd+bwd 8.006 → 8.086 / 8.291 ms (H200, run11 log, call 2)."""
     if "OSDN_DSCAN_SEG" in os.environ:
         LS = _env("OSDN_DSCAN_SEG", 0)
     else:
@@ -723,13 +725,18 @@ def scan_segment_length(C: int, NH: int, cu_host, w_dtype=torch.bfloat16) -> int
 
 
 def _map_config(BK: int, w_dtype) -> tuple:
-    """Columns per program, warps and dot precision of ``dscan_chunk_map_kernel``: 32 columns, 4 warps; products in
+    """Columns per program, warps and dot precision of ``dscan_chunk_map_kernel``: all columns up to 128 a program
+    (8 warps at 128, else 4), 32 columns and 4 warps for K > 128. One program composing all 128 columns forms Y
+    = M_d diag(Γ) U once instead of once per column block: same-run A/B on an H200, bf16, (1, 32768, 16, 128), scan
+    chunk 32 (reports/gpu-run-run11-NVIDIA-H200-H100.log, call 2): maps 0.913 ms at 32 columns / 4 warps, 0.575 at
+    64 / 4, 0.407 at 128 / 8; fwd+bwd 8.006 → 7.507 ms. Products in
     TF32 for bfloat16 write keys (rounding 2^-11 against bfloat16's 2^-8), 3xTF32 for float16 and IEEE float32 for
     float32 (where the two-level carry runs only when OSDN_DSCAN_SEG asks for it). Env OSDN_DSCAN_MAP_BN,
     OSDN_DSCAN_MAP_WARPS, OSDN_DSCAN_MAP_PREC."""
     prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(w_dtype, "ieee")
     prec = os.environ.get("OSDN_DSCAN_MAP_PREC", prec)
-    return min(BK, _env("OSDN_DSCAN_MAP_BN", 32)), _env("OSDN_DSCAN_MAP_WARPS", 4), prec
+    BN = min(BK, _env("OSDN_DSCAN_MAP_BN", 32 if BK > 128 else BK))
+    return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
 
 
 def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
