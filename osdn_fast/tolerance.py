@@ -241,6 +241,27 @@ def _dscan_desc(shapes) -> str:
                                                    for n, c in chunks.items())
 
 
+def render_markdown(meta: dict, summary: list) -> str:
+    """The markdown page of a tolerance report from its JSON parts (``meta``, ``summary``; spec §7)."""
+    lines = [f"# Tolerance report: {meta['device']}", "",
+             f"Fast path vs float64 oracle ({meta['oracle']}); backend {meta['backend']}; shapes {meta['shapes']}; "
+             f"gradient T {meta['grad_T']}; seeds {meta['seeds']}; dtypes {meta['dtypes']}; configs {meta['configs']} of "
+             "full (g, α with resets, η per head, d°, clip, h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, "
+             f"η = 0.5); chunk 64 (d-scan: {meta.get('dscan', '?')}); kernels of commit {meta.get('commit', 'unknown')}; "
+             f"torch {meta['torch']}, triton {meta['triton']}; "
+             f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
+             "measured." if meta['partial'] else ""), "",
+             "max_abs = max|x − ref|; rel_max = max_abs / max|ref|; rel_rms = ‖x − ref‖ / ‖ref‖; "
+             "scaled = max_abs / max(max|ref|, floor) is what the tests bound (floor 0.1; 1.0 for dq, dk under the "
+             "L2 normalisation, whose gradients cancel to a small part of the incoming one). Worst over seeds and configs.", "",
+             "| entry | dtype | quantity | max_abs | rel_max | rel_rms | scaled | bound | ok |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in summary:
+        lines.append(f"| {s['entry']} | {s['dtype']} | {s['quantity']} | {s['max_abs']:.2e} | {s['rel_max']:.2e} | "
+                     f"{s['rel_rms']:.2e} | {s['scaled']:.2e} | {s['bound']:.0e} | {'yes' if s['within'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """``osdn tolerance [--out DIR] [--seeds ...] [--T N] [--grad-T N]``: write reports/tolerance-<device>.{md,json}
     (spec §7: T1 measured, C1–C3 and E1–E8 kernels against the float64 oracle).
@@ -262,7 +283,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                     choices=["float32", "float16", "bfloat16"], help="input dtypes to measure (default: all three)")
     ap.add_argument("--configs", nargs="+", default=["full", "plain"], choices=["full", "plain"])
     ap.add_argument("--tag", default="", help="suffix of the report's file name (e.g. to keep a partial run's report)")
+    ap.add_argument("--render", default=None, metavar="JSON",
+                    help="only rewrite the markdown page of an existing report's JSON (next to it) and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        src = Path(args.render)
+        d = json.loads(src.read_text())
+        src.with_suffix(".md").write_text(render_markdown(d["meta"], d["summary"]))
+        print(f"wrote {src.with_suffix('.md')}")
+        return 0
     on_gpu = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
     device = "cuda" if on_gpu else "cpu"
     if on_gpu:
@@ -302,22 +331,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"tolerance-{name}.json").write_text(json.dumps(dict(meta=meta, summary=summary, rows=rows), indent=1))
-    lines = [f"# Tolerance report: {name}", "",
-             f"Fast path vs float64 oracle ({oracle}); backend {backend}; shapes {shapes}; gradient T "
-             f"{meta['grad_T']}; seeds {args.seeds}; dtypes {args.dtypes}; configs {args.configs} of full (g, α with resets, η per head, d°, clip, "
-             f"h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64 (d-scan: {meta.get('dscan', '?')}); kernels of commit {meta['commit']}; torch {meta['torch']}, triton {meta['triton']}; "
-             f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
-             "measured." if partial else ""), "",
-             "max_abs = max|x − ref|; rel_max = max_abs / max|ref|; rel_rms = ‖x − ref‖ / ‖ref‖; "
-             "scaled = max_abs / max(max|ref|, floor) is what the tests bound (floor 0.1; 1.0 for dq, dk under the "
-             "L2 normalisation, whose gradients cancel to a small part of the incoming one). Worst over seeds and configs.", "",
-             "| entry | dtype | quantity | max_abs | rel_max | rel_rms | scaled | bound | ok |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for s in summary:
-        lines.append(f"| {s['entry']} | {s['dtype']} | {s['quantity']} | {s['max_abs']:.2e} | {s['rel_max']:.2e} | "
-                     f"{s['rel_rms']:.2e} | {s['scaled']:.2e} | {s['bound']:.0e} | {'yes' if s['within'] else 'NO'} |")
-    (out / f"tolerance-{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    md = render_markdown(meta, summary)
+    (out / f"tolerance-{name}.md").write_text(md)
+    print(md, end="")
     print(f"wrote {out}/tolerance-{name}.md and .json")
     return 1 if failures else 0
 
