@@ -146,8 +146,8 @@ def _render(meta: Dict, cases: List[Dict], dec: Optional[Dict], brk: List[Dict],
                                                        indent=1))
     f = lambda x, d=3: "—" if x is None else f"{x:.{d}f}"
     lines = [f"# Benchmark: chunk_osdn vs fla DeltaNet on {meta['card']}", "",
-             f"Kernels of commit {meta.get('commit', 'unknown')}; torch {meta['torch']}, triton {meta['triton']}, fla {meta['fla']}; "
-             "triton.testing.do_bench medians; "
+             f"Kernels of commit {meta.get('commit', 'unknown')}; torch {meta['torch']}, triton {meta['triton']}, "
+             f"fla {meta['fla']}; triton.testing.do_bench medians; "
              "bf16; OSDN with η = 0.5, no gate, no APF; peak = max allocated during one forward+backward above the "
              "inputs. Ratio = OSDN / fla (targets: fwd+bwd ≤ 1.25, peak ≤ 1.2, decoding ≤ 1.5).", ""]
     if meta.get("kernels"):

@@ -245,15 +245,17 @@ def render_markdown(meta: dict, summary: list) -> str:
     """The markdown page of a tolerance report from its JSON parts (``meta``, ``summary``; spec §7)."""
     lines = [f"# Tolerance report: {meta['device']}", "",
              f"Fast path vs float64 oracle ({meta['oracle']}); backend {meta['backend']}; shapes {meta['shapes']}; "
-             f"gradient T {meta['grad_T']}; seeds {meta['seeds']}; dtypes {meta['dtypes']}; configs {meta['configs']} of "
-             "full (g, α with resets, η per head, d°, clip, h0, d0, use_qk_l2norm_in_kernel) and plain (q, k, v, β, "
-             f"η = 0.5); chunk 64 (d-scan: {meta.get('dscan', '?')}); kernels of commit {meta.get('commit', 'unknown')}; "
+             f"gradient T {meta['grad_T']}; seeds {meta['seeds']}; dtypes {meta['dtypes']}; "
+             f"configs {meta['configs']} of full (g, α with resets, η per head, d°, clip, h0, d0, "
+             "use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64 "
+             f"(d-scan: {meta.get('dscan', '?')}); kernels of commit {meta.get('commit', 'unknown')}; "
              f"torch {meta['torch']}, triton {meta['triton']}; "
              f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
              "measured." if meta['partial'] else ""), "",
              "max_abs = max|x − ref|; rel_max = max_abs / max|ref|; rel_rms = ‖x − ref‖ / ‖ref‖; "
              "scaled = max_abs / max(max|ref|, floor) is what the tests bound (floor 0.1; 1.0 for dq, dk under the "
-             "L2 normalisation, whose gradients cancel to a small part of the incoming one). Worst over seeds and configs.", "",
+             "L2 normalisation, whose gradients cancel to a small part of the incoming one). Worst over seeds and "
+             "configs.", "",
              "| entry | dtype | quantity | max_abs | rel_max | rel_rms | scaled | bound | ok |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summary:

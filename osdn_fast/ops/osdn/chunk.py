@@ -265,8 +265,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
-                   Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale), d_min=float(d_min),
-                   d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
+                   Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale),
+                   d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
                    bwd_mode=bwd_mode, lean=lean, segs_d=dsaved["segs"],
                    wdt_d=dsaved.get("w_dtype"))
     return o, hT, dT, aux
@@ -384,8 +384,8 @@ def _chunk_bwd(aux, do, dhT, ddT):
             H=H, K=K, BK=BK, HAS_ALPHA=alpha is not None, HAS_DDT=ddT is not None, num_warps=1,
         )
     else:
-        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"], Phi=aux["Phi_d"],
-                     w_dtype=aux["wdt_d"])
+        saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"],
+                     Phi=aux["Phi_d"], w_dtype=aux["wdt_d"])
         # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
         # instead of a float32 read-modify-write followed by a cast
         dk_out = dk if dk.dtype == k.dtype else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)
