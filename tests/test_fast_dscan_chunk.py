@@ -448,6 +448,28 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     check(P, C)
 
 
+def test_scan_chunk_and_map_blocks_follow_the_two_level_carry(monkeypatch):
+    """Without env overrides: the two-level carry runs for bfloat16 with fewer than 64 (sequence, head) pairs and more
+    than 2 · 64 chunks of 16 tokens, and there the scan chunk is 16 (2 warps) at any K; float16 keeps the serial carry
+    and scan chunk 32 at K = 128; many pairs take 16 anyway. The segment maps compose all columns up to 128 a program
+    (8 warps at 128), 32 columns beyond."""
+    for name in ("OSDN_DSCAN_SEG", "OSDN_DSCAN_CHUNK", "OSDN_DSCAN_WARPS", "OSDN_DSCAN_MAP_BN", "OSDN_DSCAN_MAP_WARPS"):
+        monkeypatch.delenv(name, raising=False)
+    from osdn_fast.ops.osdn.dscan_chunk import _map_config
+    plan = lambda NH, cu, dt: chunk_mod.dscan_chunking(128, 64, NH, chunk_mod.dscan_two_level(NH, np.asarray(cu), dt))
+    assert chunk_mod.dscan_two_level(16, np.asarray([0, 32768]), torch.bfloat16)
+    assert plan(16, [0, 32768], torch.bfloat16) == (16, 2)
+    assert not chunk_mod.dscan_two_level(16, np.asarray([0, 32768]), torch.float16)
+    assert plan(16, [0, 32768], torch.float16) == (32, 4)
+    assert not chunk_mod.dscan_two_level(16, np.asarray([0, 2048]), torch.bfloat16)  # 128 chunks: not more than 2 · 64
+    assert plan(16, [0, 2048], torch.bfloat16) == (32, 4)
+    assert not chunk_mod.dscan_two_level(128, np.arange(9) * 4096, torch.bfloat16)  # 128 pairs: serial carries
+    assert plan(128, np.arange(9) * 4096, torch.bfloat16) == (16, 2)
+    assert _map_config(128, torch.bfloat16) == (128, 8, "tf32")
+    assert _map_config(64, torch.float16) == (64, 4, "tf32x3")
+    assert _map_config(256, torch.float32) == (32, 4, "ieee")
+
+
 def test_segments_tile_the_chunks_of_every_sequence():
     from osdn_fast.ops.osdn.utils import chunk_indices, scan_segments
     cu = np.asarray([0, 0, 3, 160, 160, 170])
