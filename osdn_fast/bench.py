@@ -217,15 +217,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = dict(card=card, torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
                 commit=source_commit())
     import os
-    from osdn_fast.ops.osdn.chunk import _state_bwd_mode, dscan_chunking, dscan_two_level
+    from osdn_fast.ops.osdn.chunk import _state_bwd_mode, dscan_plan
     meta["kernels"] = dict(dscan=os.environ.get("OSDN_DSCAN", "chunk"),
                            state_bwd=_state_bwd_mode(),
                            wy=os.environ.get("OSDN_WY", "blocked"))
     import numpy as np
-    two = {s: dscan_two_level(s[0] * s[2], np.arange(s[0] + 1) * s[1], torch.bfloat16) for s in SHAPES}
-    meta["kernels"]["dscan_chunk"] = {"x".join(map(str, s)): dscan_chunking(s[3], 64, s[0] * s[2], two[s])[0]
-                                      for s in SHAPES}
-    meta["kernels"]["dscan_two_level"] = {"x".join(map(str, s)): two[s] for s in SHAPES}
+    plan = {"x".join(map(str, s)): dscan_plan(s[3], 64, s[0] * s[2], np.arange(s[0] + 1) * s[1], torch.bfloat16)
+            for s in SHAPES}
+    meta["kernels"]["dscan_chunk"] = {name: p[0] for name, p in plan.items()}
+    meta["kernels"]["dscan_two_level"] = {name: p[2] for name, p in plan.items()}
     try:
         import fla
         meta["fla"] = getattr(fla, "__version__", "?")

@@ -202,7 +202,7 @@ def _summary(rows: List[Dict]) -> List[Dict]:
 
 
 def source_commit() -> str:
-    """The commit whose kernels a report measured: env OSDN_COMMIT (set by the GPU driver, whose copy of the tree
+    """The commit whose kernels a report measured (spec §7: a report records what produced it): env OSDN_COMMIT (set by the GPU driver, whose copy of the tree
     has no current git history), else ``git rev-parse --short HEAD`` of this checkout (with ``+dirty`` for
     uncommitted changes to tracked files), else ``unknown``."""
     if os.environ.get("OSDN_COMMIT"):
@@ -228,17 +228,16 @@ def _device_name(device: str) -> str:
 def _dscan_desc(shapes) -> str:
     """Which preconditioner scan the report measured: token-serial, or the chunk form with its scan chunk."""
     import os
-    from osdn_fast.ops.osdn.chunk import dscan_chunking, dscan_two_level
+    from osdn_fast.ops.osdn.chunk import dscan_plan
     if os.environ.get("OSDN_DSCAN", "chunk") == "token":
         return "token-serial"
-    B, T, NH = shapes["B"], shapes["T"], shapes["B"] * shapes["H"]
-    cu = np.arange(B + 1) * T
-    two = {n: dscan_two_level(NH, cu, getattr(torch, n)) for n in ("float32", "float16", "bfloat16")}
-    chunks = {n: dscan_chunking(shapes["K"], 64, NH, t)[0] for n, t in two.items()}
-    if len(set(chunks.values())) == 1 and not any(two.values()):
-        return f"chunk form, scan chunk {chunks['float32']}"
-    return "chunk form, scan chunk " + ", ".join(f"{c} for {n}" + (" (two-level carry)" if two[n] else "")
-                                                   for n, c in chunks.items())
+    B, T = shapes["B"], shapes["T"]
+    plan = {n: dscan_plan(shapes["K"], 64, B * shapes["H"], np.arange(B + 1) * T, getattr(torch, n))
+            for n in ("float32", "float16", "bfloat16")}
+    if len({p[:2] for p in plan.values()}) == 1 and not any(p[2] for p in plan.values()):
+        return f"chunk form, scan chunk {plan['float32'][0]}"
+    return "chunk form, scan chunk " + ", ".join(f"{p[0]} for {n}" + (" (two-level carry)" if p[2] else "")
+                                                   for n, p in plan.items())
 
 
 def render_markdown(meta: dict, summary: list) -> str:

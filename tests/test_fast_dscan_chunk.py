@@ -456,15 +456,11 @@ def test_scan_chunk_and_map_blocks_follow_the_two_level_carry(monkeypatch):
     for name in ("OSDN_DSCAN_SEG", "OSDN_DSCAN_CHUNK", "OSDN_DSCAN_WARPS", "OSDN_DSCAN_MAP_BN", "OSDN_DSCAN_MAP_WARPS"):
         monkeypatch.delenv(name, raising=False)
     from osdn_fast.ops.osdn.dscan_chunk import _map_config
-    plan = lambda NH, cu, dt: chunk_mod.dscan_chunking(128, 64, NH, chunk_mod.dscan_two_level(NH, np.asarray(cu), dt))
-    assert chunk_mod.dscan_two_level(16, np.asarray([0, 32768]), torch.bfloat16)
-    assert plan(16, [0, 32768], torch.bfloat16) == (16, 2)
-    assert not chunk_mod.dscan_two_level(16, np.asarray([0, 32768]), torch.float16)
-    assert plan(16, [0, 32768], torch.float16) == (32, 4)
-    assert not chunk_mod.dscan_two_level(16, np.asarray([0, 2048]), torch.bfloat16)  # 128 chunks: not more than 2 · 64
-    assert plan(16, [0, 2048], torch.bfloat16) == (32, 4)
-    assert not chunk_mod.dscan_two_level(128, np.arange(9) * 4096, torch.bfloat16)  # 128 pairs: serial carries
-    assert plan(128, np.arange(9) * 4096, torch.bfloat16) == (16, 2)
+    plan = lambda NH, cu, dt: chunk_mod.dscan_plan(128, 64, NH, np.asarray(cu), dt)
+    assert plan(16, [0, 32768], torch.bfloat16) == (16, 2, True)
+    assert plan(16, [0, 32768], torch.float16) == (32, 4, False)
+    assert plan(16, [0, 2048], torch.bfloat16) == (32, 4, False)  # 128 chunks of 16: not more than 2 · 64
+    assert plan(128, np.arange(9) * 4096, torch.bfloat16) == (16, 2, False)  # 128 pairs: serial carries side by side
     assert _map_config(128, torch.bfloat16) == (128, 8, "tf32")
     assert _map_config(64, torch.float16) == (64, 4, "tf32x3")
     assert _map_config(256, torch.float32) == (32, 4, "ieee")

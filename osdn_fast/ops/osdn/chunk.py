@@ -92,7 +92,7 @@ def _dscan_mode() -> str:
 
 def dscan_chunking(K: int, BT: int = 64, NH: int = 1, two_level: bool = False):
     """Scan chunk length and warps of the chunk-form d-scan (C1) for key size K, state chunk BT, NH (sequence,
-    head) pairs and whether the two-level carry runs at scan chunk 16 (``dscan_two_level``).
+    head) pairs and whether the two-level carry runs at scan chunk 16 (``dscan_plan`` decides it).
 
     The warps are the chunk-parallel kernels' default; ``dscan_chunk._kernel_warps`` refines them per kernel.
     16 tokens and 2 warps for K <= 64 or when NH >= 64 serial carries run side by side; 32 and 4 for K > 64 with
@@ -118,10 +118,13 @@ def dscan_chunking(K: int, BT: int = 64, NH: int = 1, two_level: bool = False):
     return DC, DW
 
 
-def dscan_two_level(NH: int, cu_host, dtype: torch.dtype) -> bool:
-    """Whether the d-scan's two-level carry runs at scan chunk 16 for NH (sequence, head) pairs, packed offsets
-    ``cu_host`` and inputs of ``dtype`` (its write keys are stored in the 16-bit input dtype, else float32)."""
-    return scan_segment_length(16, NH, cu_host, _state_store_dtype(dtype)) > 0
+def dscan_plan(K: int, BT: int, NH: int, cu_host, dtype: torch.dtype):
+    """Scan chunk, warps and whether the two-level carry runs (C1) for key size K, state chunk BT, NH (sequence, head)
+    pairs, packed offsets ``cu_host`` and inputs of ``dtype``: (DC, DW, two_level). The two-level carry is asked of
+    ``scan_segment_length`` at scan chunk 16 (write keys in the 16-bit input dtype, else float32), then
+    ``dscan_chunking`` picks the chunk."""
+    two_level = scan_segment_length(16, NH, cu_host, _state_store_dtype(dtype)) > 0
+    return (*dscan_chunking(K, BT, NH, two_level), two_level)
 
 
 def _bv(BK: int, V: int) -> int:
@@ -217,7 +220,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     dT = None
     dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None, Phi=None)
     dprev = None
-    DC, DW = dscan_chunking(K, BT, N * H, dscan_two_level(N * H, cu_host, v.dtype))
+    DC, DW, _ = dscan_plan(K, BT, N * H, cu_host, v.dtype)
     if _dscan_mode() == "token":
         w = torch.empty(1, T, H, K, device=dev, dtype=f32)
         dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store else None
