@@ -270,8 +270,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
                    Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale),
                    d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N, idx=idx,
-                   bwd_mode=bwd_mode, lean=lean, segs_d=dsaved["segs"],
-                   wdt_d=dsaved.get("w_dtype"))
+                   bwd_mode=bwd_mode, lean=lean, segs_d=dsaved["segs"])
     return o, hT, dT, aux
 
 
@@ -388,7 +387,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         )
     else:
         saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"],
-                     Phi=aux["Phi_d"], w_dtype=aux["wdt_d"])
+                     Phi=aux["Phi_d"])
         # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
         # instead of a float32 read-modify-write followed by a cast
         dk_out = dk if dk.dtype == k.dtype else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)
@@ -422,7 +421,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(*(aux[n] for n in _SAVED))
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
-                                             "bwd_mode", "lean", "segs_d", "wdt_d")}
+                                             "bwd_mode", "lean", "segs_d")}
         return o, hT, dT
 
     @staticmethod

@@ -763,8 +763,8 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     w : [1, T, H, K]                  write keys K̃ (C2), computed in float32, stored in ``w_dtype``
     saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs, segs (the
                                       two-level carry's segments or None), Phi [NS, H, K, K] (their composed
-                                      maps, whose transposes the reverse carry uses; or None), w_dtype: what the
-                                      backward needs
+                                      maps, whose transposes the reverse carry uses; or None): what the backward
+                                      needs
     dT : float32 [N, H, K] or None    d_T
     dprev : float32 [1, T, H, K] or None   d_{t-1}, when ``store_dprev``
     """
@@ -787,6 +787,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         )
     LS = scan_segment_length(C, N * H, cu_host, w_dtype)
     segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
+    Phi = None  # the segments' composed maps (two-level carry only)
     if segs is None:
         dscan_chunk_fwd_kernel[(N, H)](
             k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
@@ -818,8 +819,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
             BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(),
             num_warps=nw["out"], num_stages=1,
         )
-    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi if segs is not None else None,
-                   w_dtype=w_dtype), dT, dprev
+    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi), dT, dprev
 
 
 def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
