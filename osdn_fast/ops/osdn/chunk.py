@@ -27,7 +27,8 @@ from osdn_fast.validation import validate
 from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward, scan_segment_length
 from .state import (state_bwd_dh_kernel, state_bwd_dh_tiles_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel,
-                    state_bwd_grads_stored_kernel, state_bwd_kernel, state_fwd_kernel, state_out_kernel)
+                    state_bwd_grads_stored_kernel, state_bwd_kernel, state_fwd_kernel, state_fwd_wu_kernel,
+                    state_out_kernel, state_wu_kernel)
 from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
@@ -49,8 +50,15 @@ def _state_bwd_mode() -> str:
     return mode
 
 
-def _state_walk_lean() -> bool:
-    """Whether the forward state walk is lean (env OSDN_STATE_WALK=lean; default ``full``): it does only K h⁰, U = M R
+def _state_walk_mode(two_product_ok: bool, NH: int) -> str:
+    """Which forward state walk runs for NH (sequence, head) pairs (env OSDN_STATE_WALK overrides): ``wu`` for fewer
+    than 64 pairs where ``two_product_ok``, else ``full`` (every product of C3 in the walk).
+
+    - ``wu``: the two-product walk (``state_fwd_wu_kernel``): W = M diag(βe^λ) K and u = M diag(β) V for all chunks
+      at once (``state_wu_kernel``), the walk's step U = u − W h⁰, h ← e^{λn} h⁰ + (diag(e^{λn−λ}) K̃)ᵀ U, the output
+      chunk-parallel (``state_out_kernel``). Only where ``two_product_ok`` (the stored backward then forms R from U, K
+      and h⁰ in one key block: 16-bit inputs, K <= 128, or a backward that does not read R); ``full`` elsewhere.
+    - ``lean``: it does only K h⁰, U = M R
     and the state update and ``state_out_kernel`` forms the output for all chunks at once (3 products per serial step
     instead of 6, at the cost of a chunk-parallel kernel and a transient [T, H, V] buffer); it also selects the tiled
     dh walk (``_dh_walk_mode``). Measured no faster (H100, same run, reports/gpu-run-run6-NVIDIA-H200-H100.log call 5):
@@ -58,10 +66,10 @@ def _state_walk_lean() -> bool:
     shapes; kept as an A/B switch. Holding the state as key tiles in the full forward walk (as the tiled dh walk does)
     gained little: 1.57 → 3.61 / 1.50 ms with 1 / 2 stages (1.46 at 32 value columns), out of shared memory
     with 3, fwd+bwd 11.31 → 11.34 ms at (1, 32768, 16, 128) (H100, run7 log, call 2)."""
-    mode = os.environ.get("OSDN_STATE_WALK", "full")
-    if mode not in ("full", "lean"):
-        raise ValueError(f"OSDN_STATE_WALK: expected 'full' or 'lean', got {mode!r}")
-    return mode == "lean"
+    mode = os.environ.get("OSDN_STATE_WALK", "wu" if NH < 64 else "full")
+    if mode not in ("full", "lean", "wu"):
+        raise ValueError(f"OSDN_STATE_WALK: expected 'full', 'lean' or 'wu', got {mode!r}")
+    return "full" if mode == "wu" and not two_product_ok else mode
 
 
 def _dh_walk_mode(lean: bool, NH: int) -> str:
@@ -161,6 +169,12 @@ def _grad_key_block(dtype: torch.dtype) -> int:
     return 128 if dtype in (torch.float16, torch.bfloat16) else 64
 
 
+def _grad_bko(BK: int, dtype: torch.dtype) -> int:
+    """Key columns per program of the stored-operand gradient kernel for padded key size BK (``_grad_key_block``,
+    env OSDN_BWD_GRAD_BKO)."""
+    return min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(dtype)))
+
+
 def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
     """Storage dtype of the per-chunk states hbuf and adjoints dhbuf: the input's for 16-bit inputs, else fp32."""
     return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
@@ -244,22 +258,39 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     o = torch.empty_like(v)
     # chunk-start states for the backward, in the 16-bit input dtype for 16-bit inputs (the backward's dots round
     # them to it anyway; half the memory of float32, as fla stores its h)
-    lean = _state_walk_lean()
-    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store or lean else None
-    hT = torch.empty(N, H, K, V, device=dev, dtype=f32) if output_final_state else None
     bwd_mode = _state_bwd_mode()
-    store_vr = store and bwd_mode == "stored"
+    walk = _state_walk_mode(bwd_mode != "stored" or _grad_bko(BK, v.dtype) >= BK, N * H)
+    lean, wu = walk == "lean", walk == "wu"
+    hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) \
+        if store or lean or wu else None
+    hT = torch.empty(N, H, K, V, device=dev, dtype=f32) if output_final_state else None
+    store_vr = store and bwd_mode == "stored" and not wu
     vrbuf = torch.empty(1, T, H, V, device=dev, dtype=_state_store_dtype(v.dtype)) if store_vr else None
-    # the lean walk's U for the output kernel, in the dtype of the output's dot (transient)
-    ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean else None
+    # U for the output kernel (and, after the two-product walk, for the stored backward in place of R), in the dtype
+    # of the output's dot
+    ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean or wu else None
     BVF, FS = _fwd_walk_config(BK, BV, DT)
-    state_fwd_kernel[(cdiv(V, BVF), N * H)](
-        q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, offs, float(scale),
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
-        STORE_HT=output_final_state, STORE_VR=store_vr, LEAN=lean, DT=DT, PREC=PREC,
-        num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
-    )
-    if lean and NT > 0:
+    if wu:
+        wk = torch.empty(1, T, H, K, device=dev, dtype=ubuf.dtype)  # W, transient
+        if NT > 0:
+            state_wu_kernel[(NT * cdiv(V, BV), H)](
+                k, v, beta, g, M, wk, ubuf, cu, idx, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, DT=DT,
+                PREC=PREC, num_warps=_ENV("OSDN_WU_WARPS", 4), num_stages=1,
+            )
+        state_fwd_wu_kernel[(cdiv(V, BVF), N * H)](
+            wk, w, ubuf, g, h0, hbuf, hT, cu, offs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None,
+            HAS_H0=h0 is not None, STORE_HT=output_final_state, DT=DT, PREC=PREC,
+            num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
+        )
+        del wk
+    else:
+        state_fwd_kernel[(cdiv(V, BVF), N * H)](
+            q, k, v, w, beta, g, M, h0, o, hbuf, hT, vrbuf, ubuf, cu, offs, float(scale),
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, HAS_H0=h0 is not None, STORE_H=store or lean,
+            STORE_HT=output_final_state, STORE_VR=store_vr, LEAN=lean, DT=DT, PREC=PREC,
+            num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
+        )
+    if (lean or wu) and NT > 0:
         state_out_kernel[(NT * cdiv(V, BV), H)](
             q, w, beta, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
             DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
@@ -268,9 +299,9 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
-                   Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=vrbuf, cu=cu, offs=offs, scale=float(scale),
+                   Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu, offs=offs, scale=float(scale),
                    d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N,
-                   idx=idx, bwd_mode=bwd_mode, lean=lean, segs_d=dsaved["segs"])
+                   idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"])
     return o, hT, dT, aux
 
 
@@ -343,7 +374,8 @@ def _chunk_bwd(aux, do, dhT, ddT):
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
             state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
                 q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
-                H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT, PREC=PREC,
+                H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None,
+                ROWSCALE=_ENV("OSDN_DH_ROWSCALE", 1), DT=DT, PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2),
             )
         else:
@@ -353,13 +385,13 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 PREC=PREC, num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 1),
             )
         if NT > 0 and stored:
-            BKO = min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(v.dtype)))
+            BKO = _grad_bko(BK, v.dtype)
             NKB = cdiv(K, BKO)
             dgp = torch.empty(NKB, T, H, device=dev, dtype=f32) if USE_G else None
             state_bwd_grads_stored_kernel[(NT * NKB, H)](
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, aux["vrbuf"], drbuf, do, aux["cu"], idx,
                 aux["scale"], dq, dk, dw, db, dgp, T,
-                H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, DT=DT, PREC=PREC,
+                H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, FROM_U=aux["from_u"], DT=DT, PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
             )
             if USE_G:
@@ -421,7 +453,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(*(aux[n] for n in _SAVED))
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
-                                             "bwd_mode", "lean", "segs_d")}
+                                             "bwd_mode", "lean", "from_u", "segs_d")}
         return o, hT, dT
 
     @staticmethod

@@ -145,6 +145,87 @@ def state_fwd_kernel(
 
 
 @triton.jit
+def state_wu_kernel(
+    k, v, beta, g, M, wk, u, cu, chunk_idx,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """The h⁰-independent factors of U (C3) for every chunk at once, for the two-product walk
+    (``state_fwd_wu_kernel``): U = M diag(β)(V − diag(e^λ) K h⁰) = u − W h⁰ with
+
+    - u [T, H, V] = M diag(β) V, in u's dtype (the walk overwrites it with U);
+    - wk [T, H, K] = W = M diag(β e^λ) K, in wk's dtype (first value block only).
+
+    Grid (NT · value blocks, H), the value block fastest so that a chunk's programs share M through L2."""
+    NV: tl.constexpr = (V + BV - 1) // BV
+    i_c = tl.program_id(0) // NV
+    i_v = tl.program_id(0) % NV
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_t = tl.arange(0, BT)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
+    mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
+    vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+    uu = tl.dot(mm, (b[:, None] * vv).to(DT), input_precision=PREC)
+    tl.store(u + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], uu.to(u.dtype.element_ty),
+             mask=m_t[:, None] & m_v[None, :])
+    if i_v == 0:
+        o_k = tl.arange(0, BK)
+        m_k = o_k < K
+        kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
+        if USE_G:
+            be = b * tl.exp(lam)
+        else:
+            be = b
+        ww = tl.dot(mm, (be[:, None] * kk).to(DT), input_precision=PREC)
+        tl.store(wk + ((t0 + o_t[:, None]) * H + i_h) * K + o_k[None, :], ww.to(wk.dtype.element_ty),
+                 mask=m_t[:, None] & m_k[None, :])
+
+
+@triton.jit
+def state_fwd_wu_kernel(
+    wk, w, u, g, h0, hbuf, hT, cu, chunk_off,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+):
+    """The two-product state walk (``OSDN_STATE_WALK=wu``), C3 with the h⁰-independent factors formed beforehand by
+    ``state_wu_kernel``: per chunk, in order::
+
+        U = u − W h⁰                                   (= M diag(β)(V − diag(e^λ) K h⁰))
+        h_end = e^{λ_n} h⁰ + (diag(e^{λ_n − λ}) K̃)ᵀ U
+
+    two products, both on the chain from one chunk's state to the next. Stores every chunk-start state (hbuf) and U
+    over u; ``state_out_kernel`` forms the output for all chunks at once from them. hT [N, H, K, V] float32."""
+    i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
+    c_off = tl.load(chunk_off + i_n).to(tl.int64)
+    o_t = tl.arange(0, BT)
+    for c in range(0, tl.cdiv(eos - bos, BT)):
+        t0 = bos + c * BT
+        t1 = tl.minimum(t0 + BT, eos)
+        m_t = (t0 + o_t) < t1
+        tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
+        wn = _rows(wk, t0, t1, i_h, H, K, BT, o_k, m_k)
+        kn = _rows(w, t0, t1, i_h, H, K, BT, o_k, m_k)
+        un = _rows(u, t0, t1, i_h, H, V, BT, o_v, m_v)
+        if USE_G:
+            gn = tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
+        uu = un.to(tl.float32) - tl.dot(wn.to(DT), h.to(DT), input_precision=PREC)
+        tl.store(u + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], uu.to(u.dtype.element_ty),
+                 mask=m_t[:, None] & m_v[None, :])
+        if USE_G:
+            lam = tl.cumsum(gn.to(tl.float32), axis=0)
+            lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
+            kd = (kn.to(tl.float32) * tl.where(m_t, tl.exp(lam_n - lam), 0.0)[:, None]).to(DT)
+            h = tl.exp(lam_n) * h + tl.dot(tl.trans(kd), uu.to(DT), input_precision=PREC)
+        else:
+            h = h + tl.dot(tl.trans(kn.to(DT)), uu.to(DT), input_precision=PREC)
+    if STORE_HT:
+        tl.store(hT + (i_n * H + i_h) * K * V + hk, h, mask=m_h)
+
+
+@triton.jit
 def _chunk_out(qq, S, hd, ud, lam, scale, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """O = scale (diag(e^λ) Q h⁰ + S U) of one chunk (C3, E6), float32, from Q, h⁰, U in DT and
     S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (``_intra_qk``). Shared by the full walk and ``state_out_kernel``."""
@@ -614,11 +695,24 @@ def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: t
 
 
 @triton.jit
+def _dh_tile_step_rows(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, en,
+                       dos, drs, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """``_dh_tile_step`` with the row scalings already on the right operands (ROWSCALE): dh_i ← e^{λn} dh_i + Q_iᵀ dOs
+    − K_iᵀ dRs, dOs = scale diag(e^λ) dO and dRs = diag(βe^λ) dR [BT, BV] in DT (formed once a chunk), Q_i and K_i
+    K-major ([BKT, BT]) as stored: no float32 round trip per key tile."""
+    qt = _keys_t(q, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
+    kt = _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
+    if USE_G:
+        dh = en * dh
+    return dh + tl.dot(qt, dos, input_precision=PREC) - tl.dot(kt, drs, input_precision=PREC)
+
+
+@triton.jit
 def state_bwd_dh_tiles_kernel(
     q, k, p, beta, g, do, dhT, cu, chunk_off, scale,
     dv, dhbuf, dh0, drbuf,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKT: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, ROWSCALE: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3 with the state adjoint kept as key tiles (the default dh walk).
 
@@ -680,19 +774,31 @@ def state_bwd_dh_tiles_kernel(
         m_tv = m_t[:, None] & m_v[None, :]
         tl.store(dv + rows, (b[:, None] * dr).to(dv.dtype.element_ty), mask=m_tv)
         tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
-        ddo = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(DT)
-        drd = dr.to(DT)
         be = b * e
-        dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, e, be, en, ddo, drd, scale, USE_G, DT, PREC)
-        if K > BKT:
-            dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, e, be, en, ddo, drd, scale, USE_G, DT,
-                                PREC)
-        if K > 2 * BKT:
-            dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, e, be, en, ddo, drd, scale, USE_G, DT,
-                                PREC)
-        if K > 3 * BKT:
-            dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, e, be, en, ddo, drd, scale, USE_G, DT,
-                                PREC)
+        if ROWSCALE:
+            # the row scalings once a chunk on [BT, BV] (scale e^λ on dO, β e^λ on dR) instead of on every key tile
+            dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)).to(DT)
+            drs = (be[:, None] * dr).to(DT)
+            dh1 = _dh_tile_step_rows(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, dos, drs, USE_G, DT, PREC)
+            if K > BKT:
+                dh2 = _dh_tile_step_rows(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, en, dos, drs, USE_G, DT, PREC)
+            if K > 2 * BKT:
+                dh3 = _dh_tile_step_rows(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, dos, drs, USE_G, DT, PREC)
+            if K > 3 * BKT:
+                dh4 = _dh_tile_step_rows(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, dos, drs, USE_G, DT, PREC)
+        else:
+            ddo = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(DT)
+            drd = dr.to(DT)
+            dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, e, be, en, ddo, drd, scale, USE_G, DT, PREC)
+            if K > BKT:
+                dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, e, be, en, ddo, drd, scale, USE_G, DT,
+                                    PREC)
+            if K > 2 * BKT:
+                dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, e, be, en, ddo, drd, scale, USE_G, DT,
+                                    PREC)
+            if K > 3 * BKT:
+                dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, e, be, en, ddo, drd, scale, USE_G, DT,
+                                    PREC)
     _tiles_store(dh0 + i_nh.to(tl.int64) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
 
 
@@ -844,7 +950,7 @@ def state_bwd_grads_stored_kernel(
     q, k, v, w, beta, g, M, hbuf, dhbuf, vrbuf, drbuf, do, cu, chunk_idx, scale,
     dq, dk, dw, dbeta, dgp, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, BKO: tl.constexpr,
-    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, FROM_U: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """``state_bwd_grads_kernel`` from stored operands (``OSDN_STATE_BWD=stored``, the default; 2.50 → 1.62 ms at
     (8, 4096, 16, 128) bf16 on an H200, ``chunk._state_bwd_mode``): the forward's residual R = V − diag(e^λ) K h⁰
@@ -855,6 +961,10 @@ def state_bwd_grads_stored_kernel(
     Same formulas (C3 reversed): U = M diag(β) R, dS = scale dO Uᵀ, dA = −dR Uᵀ, dq = G_qw K̃ + scale diag(e) dO hᵀ,
     dk = G_kw K̃ − diag(β e) dR hᵀ, dK̃ = diag(e^{λn−λ}) U dhᵀ + G_qwᵀ Q + G_kwᵀ K, dβ = Σ_v dR ⊙ R + Σ dA ⊙ A;
     Σ_v dR ⊙ e^λ K h of dg is taken as Σ_v dR ⊙ (V − R).
+
+    FROM_U (after the two-product walk, ``state_fwd_wu_kernel``, which stores U instead of R; one key block, BKO ≥ K):
+    ``vrbuf`` holds U, and R = V − diag(e^λ) K h⁰ is formed here from the chunk's K and h⁰ (one product in place of
+    U = M diag(β) R).
 
     Writes dq, dk, dw [T, H, K] (this program's columns, each in its buffer's dtype: float32, or the 16-bit input
     dtype when the caller stores them so), dbeta [T, H] (first key block) and dgp [NKB, T, H] (this key block's part
@@ -886,18 +996,25 @@ def state_bwd_grads_stored_kernel(
     db = tl.zeros([BT], dtype=tl.float32)        # Σ_v dR ⊙ R
     dlk = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − R) = e^λ Σ_v dR ⊙ K h
     hdh = tl.zeros([BKO], dtype=tl.float32)      # Σ_v h ⊙ dh (this block's key columns)
+    if FROM_U:
+        ko_all = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)  # all of K: BKO >= K
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
-        vr = _load2(vrbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
         dr = _load2(drbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
         ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-        ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
-        drd = dr.to(DT)
         hko = o_ko[:, None] * V + o_v[None, :]
         m_ho = m_ko[:, None] & m_v[None, :]
         hod = tl.load(hbuf + st + hko, mask=m_ho, other=0.0).to(DT)
         dhod = tl.load(dhbuf + st + hko, mask=m_ho, other=0.0).to(DT)
+        if FROM_U:
+            ud = _load2(vrbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
+            ekh = e[:, None] * tl.dot(ko_all, hod, input_precision=PREC)
+            vr = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32) - ekh
+        else:
+            vr = _load2(vrbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+            ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
+        drd = dr.to(DT)
         dS += tl.dot(ddo, tl.trans(ud), input_precision=PREC)
         dA += tl.dot(drd, tl.trans(ud), input_precision=PREC)
         gq += tl.dot(ddo, tl.trans(hod), input_precision=PREC)
@@ -905,8 +1022,11 @@ def state_bwd_grads_stored_kernel(
         gw += tl.dot(ud, tl.trans(dhod), input_precision=PREC)
         db += tl.sum(dr * vr, axis=1)
         if USE_G:
-            vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
-            dlk += tl.sum(dr * (vv - vr), axis=1)
+            if FROM_U:
+                dlk += tl.sum(dr * ekh, axis=1)
+            else:
+                vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+                dlk += tl.sum(dr * (vv - vr), axis=1)
             hdh += tl.sum(hod.to(tl.float32) * dhod.to(tl.float32), axis=1)
     dS = tl.where(incl, scale * dS, 0.0)
     dA = tl.where(strict, -dA, 0.0)
@@ -928,7 +1048,10 @@ def state_bwd_grads_stored_kernel(
     else:
         Araw = tl.where(strict, kw, 0.0)
     qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    if FROM_U:
+        ko = ko_all
+    else:
+        ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     dq_c, dk_c, dw_c = _key_grads(dS, dA, gq, gk, gw, qo, ko, wo, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
     rows = (t0 + o_t) * H + i_h
