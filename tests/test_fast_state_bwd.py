@@ -177,3 +177,99 @@ def test_unknown_state_walk_is_refused(monkeypatch):
     kw = realistic_problem(B=1, T=5, H=1, K=4, V=4, seed=0, full=False)
     with pytest.raises(ValueError, match="OSDN_STATE_WALK"):
         compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+
+
+def _spy_launches(monkeypatch, names):
+    """Record, in order, which of the chunk module's kernels ``names`` are launched."""
+    launched = []
+
+    class Spy:
+        def __init__(self, kern, name):
+            self.kern, self.name = kern, name
+
+        def __getitem__(self, grid):
+            launched.append(self.name)
+            return self.kern[grid]
+
+    for name in names:
+        monkeypatch.setattr(chunk_mod, name, Spy(getattr(chunk_mod, name), name))
+    return launched
+
+
+@pytest.mark.parametrize("gated,mode,K,V,bko", [(False, "stored", 20, 70, None), (True, "stored", 20, 70, None),
+                                                 (True, "stored", 67, 130, 128), (True, "split", 67, 130, None)])
+def test_two_product_walk_equals_the_full_walk(monkeypatch, gated, mode, K, V, bko):
+    """OSDN_STATE_WALK=wu (W = M diag(βe^λ) K and u = M diag(β) V for all chunks, the walk's step U = u − W h⁰ and
+    h ← e^{λn} h⁰ + (diag(e^{λn−λ}) K̃)ᵀ U, the output for all chunks at once; the stored backward forming R from U, K
+    and h⁰) gives the full walk's outputs, final state and every gradient: float32 within 1e-5 (scaled), K and V over
+    several blocks, packed sequences with an empty one, with the stored and the split state backward."""
+    kw = _packed_problem(gated, K, V)
+    monkeypatch.setenv("OSDN_STATE_BWD", mode)
+    if bko:
+        monkeypatch.setenv("OSDN_BWD_GRAD_BKO", str(bko))
+    monkeypatch.setenv("OSDN_STATE_WALK", "full")
+    _, full, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    monkeypatch.setenv("OSDN_STATE_WALK", "wu")
+    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel"])
+    errs, wu, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    assert set(launched) == {"state_fwd_wu_kernel"}, launched
+    assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn two-product walk ({mode} state bwd)")
+    names = [n for n in full if n in wu]
+    assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
+    for n in names:
+        scale = max(1.0, float(np.max(np.abs(ref[n]))))
+        diff = float(np.max(np.abs(wu[n] - full[n]))) / scale
+        assert diff <= 1e-5, f"{n}: two-product vs full walk differ by {diff:.3e} (scaled)"
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_two_product_walk_is_the_float16_default_and_within_bounds(monkeypatch, gated):
+    """For 16-bit inputs and few (sequence, head) pairs the two-product walk runs by default (u, W and U rounded to
+    float16 between kernels, R formed from U in the gradient kernel): within the float16 bounds against the float64
+    reference, K = 67 and V = 70 (padded blocks)."""
+    for name in ("OSDN_STATE_WALK", "OSDN_STATE_BWD", "OSDN_BWD_GRAD_BKO"):
+        monkeypatch.delenv(name, raising=False)
+    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel", "state_wu_kernel",
+                                           "state_out_kernel"])
+    errs, _, _ = compare(chunk_osdn, _packed_problem(gated, 67, 70), torch.float16, DEVICE, chunk_size=32)
+    assert launched[:3] == ["state_wu_kernel", "state_fwd_wu_kernel", "state_out_kernel"], launched
+    assert_within(errs, torch.float16, BACKEND, what="chunk_osdn two-product walk, float16")
+
+
+def test_state_walk_follows_the_pairs_and_the_gradient_key_block(monkeypatch):
+    """Without OSDN_STATE_WALK the two-product walk runs for fewer than 64 (sequence, head) pairs where the stored
+    backward can form R from U in one key block, and the full walk otherwise; a requested ``wu`` yields to ``full``
+    where it cannot (float32 at K = 67: 64-column key blocks)."""
+    monkeypatch.delenv("OSDN_STATE_WALK", raising=False)
+    assert chunk_mod._state_walk_mode(True, 63) == "wu"
+    assert chunk_mod._state_walk_mode(True, 64) == "full"
+    assert chunk_mod._state_walk_mode(False, 1) == "full"
+    monkeypatch.setenv("OSDN_STATE_WALK", "wu")
+    assert chunk_mod._state_walk_mode(True, 512) == "wu"
+    assert chunk_mod._state_walk_mode(False, 1) == "full"
+    monkeypatch.delenv("OSDN_STATE_WALK")
+    monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
+    monkeypatch.delenv("OSDN_BWD_GRAD_BKO", raising=False)
+    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel"])
+    compare(chunk_osdn, _packed_problem(False, 67, 70), torch.float32, DEVICE, chunk_size=32)
+    assert set(launched) == {"state_fwd_kernel"}, launched
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_dh_walk_row_scalings_once_a_chunk_equal_per_key_tile(monkeypatch, gated):
+    """The tiled dh walk's row scalings on dO and dR once a chunk (OSDN_DH_ROWSCALE=1, the default) give the
+    per-key-tile scalings' gradients (Q and K tiles scaled as they load): float32 within 1e-6 (scaled), four key
+    tiles (K = 200), V over several blocks, packed sequences."""
+    kw = _packed_problem(gated, 200, 24)
+    monkeypatch.setenv("OSDN_DH_WALK", "tiles")
+    monkeypatch.setenv("OSDN_DH_ROWSCALE", "0")
+    _, tiles, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    monkeypatch.setenv("OSDN_DH_ROWSCALE", "1")
+    errs, rows, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    assert_within(errs, torch.float32, BACKEND, what="chunk_osdn tiled dh walk, row scalings once a chunk")
+    names = [n for n in tiles if n.startswith("d") and n in rows]
+    assert {"dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
+    for n in names:
+        scale = max(1.0, float(np.max(np.abs(ref[n]))))
+        diff = float(np.max(np.abs(rows[n] - tiles[n]))) / scale
+        assert diff <= 1e-6, f"{n}: row scalings once a chunk vs per key tile differ by {diff:.3e} (scaled)"

@@ -963,8 +963,9 @@ def state_bwd_grads_stored_kernel(
     Σ_v dR ⊙ e^λ K h of dg is taken as Σ_v dR ⊙ (V − R).
 
     FROM_U (after the two-product walk, ``state_fwd_wu_kernel``, which stores U instead of R; one key block, BKO ≥ K):
-    ``vrbuf`` holds U, and R = V − diag(e^λ) K h⁰ is formed here from the chunk's K and h⁰ (one product in place of
-    U = M diag(β) R).
+    ``vrbuf`` holds U, which is read instead of formed as M diag(β) R, and R enters only through its row sums with dR,
+    Σ_v dR ⊙ R = Σ_v dR ⊙ V − e^λ ⊙ Σ_k (dR h⁰ᵀ) ⊙ K, where dR h⁰ᵀ is the product gk the kernel forms anyway (all key
+    columns in the one block): one product fewer than without it.
 
     Writes dq, dk, dw [T, H, K] (this program's columns, each in its buffer's dtype: float32, or the 16-bit input
     dtype when the caller stores them so), dbeta [T, H] (first key block) and dgp [NKB, T, H] (this key block's part
@@ -996,8 +997,6 @@ def state_bwd_grads_stored_kernel(
     db = tl.zeros([BT], dtype=tl.float32)        # Σ_v dR ⊙ R
     dlk = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − R) = e^λ Σ_v dR ⊙ K h
     hdh = tl.zeros([BKO], dtype=tl.float32)      # Σ_v h ⊙ dh (this block's key columns)
-    if FROM_U:
-        ko_all = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)  # all of K: BKO >= K
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
@@ -1009,8 +1008,7 @@ def state_bwd_grads_stored_kernel(
         dhod = tl.load(dhbuf + st + hko, mask=m_ho, other=0.0).to(DT)
         if FROM_U:
             ud = _load2(vrbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-            ekh = e[:, None] * tl.dot(ko_all, hod, input_precision=PREC)
-            vr = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32) - ekh
+            vr = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)  # V here: R's row sums come after the loop
         else:
             vr = _load2(vrbuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
             ud = tl.dot(mm, (b[:, None] * vr).to(DT), input_precision=PREC).to(DT)
@@ -1022,9 +1020,7 @@ def state_bwd_grads_stored_kernel(
         gw += tl.dot(ud, tl.trans(dhod), input_precision=PREC)
         db += tl.sum(dr * vr, axis=1)
         if USE_G:
-            if FROM_U:
-                dlk += tl.sum(dr * ekh, axis=1)
-            else:
+            if not FROM_U:
                 vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
                 dlk += tl.sum(dr * (vv - vr), axis=1)
             hdh += tl.sum(hod.to(tl.float32) * dhod.to(tl.float32), axis=1)
@@ -1048,11 +1044,12 @@ def state_bwd_grads_stored_kernel(
     else:
         Araw = tl.where(strict, kw, 0.0)
     qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    if FROM_U:
-        ko = ko_all
-    else:
-        ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    if FROM_U:
+        # Σ_v dR ⊙ e^λ K h⁰ = e^λ ⊙ Σ_k (dR h⁰ᵀ) ⊙ K; db held Σ_v dR ⊙ V
+        dlk = e * tl.sum(gk * ko.to(tl.float32), axis=1)
+        db = db - dlk
     dq_c, dk_c, dw_c = _key_grads(dS, dA, gq, gk, gw, qo, ko, wo, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
     rows = (t0 + o_t) * H + i_h
     m_tk = m_t[:, None] & m_ko[None, :]
