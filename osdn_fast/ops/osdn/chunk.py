@@ -359,14 +359,10 @@ def _chunk_bwd(aux, do, dhT, ddT):
         drbuf = torch.empty(1, T, H, V, device=dev, dtype=aux["hbuf"].dtype) if stored or tiles else None
         # tiled walk: P = Mᵀ diag(e^{λn−λ}) K̃ [T, H, K] (transient), in the dtype of the walk's dot
         pbuf = torch.empty(1, T, H, K, device=dev, dtype=aux["hbuf"].dtype) if tiles else None
-        # the tiled walk reads each chunk's X = scale (diag(e^λ) Q)ᵀ dO from the dhbuf slot that then takes its dh
-        # (env OSDN_DH_XPRE=0: the walk forms it itself)
-        x_in = bool(tiles and NT > 0 and _ENV("OSDN_DH_XPRE", 1))
         if tiles and NT > 0:
             state_bwd_dul_kernel[(NT * NV, H)](
-                q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, dhbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V,
-                BT=BT, BK=BK, BV=BV, USE_G=USE_G, STORE_X=x_in, DT=DT, PREC=PREC,
-                num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+                q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
+                BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
         # the dh walk's value block (env: A/B on a GPU). The full walk keeps the common block: at 32 it faulted with an
         # illegal memory access (16-bit dots, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; again
@@ -379,7 +375,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
             state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
                 q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
                 H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None,
-                ROWSCALE=_ENV("OSDN_DH_ROWSCALE", 1), X_IN=x_in, DT=DT, PREC=PREC,
+                ROWSCALE=_ENV("OSDN_DH_ROWSCALE", 1), DT=DT, PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2),
             )
         else:

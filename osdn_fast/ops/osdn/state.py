@@ -260,9 +260,9 @@ def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V:
 
 @triton.jit
 def state_bwd_dul_kernel(
-    q, w, beta, g, M, do, dul, pbuf, xbuf, cu, chunk_idx, scale,
+    q, w, beta, g, M, do, dul, pbuf, cu, chunk_idx, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, STORE_X: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The dh-independent parts of dR = Mᵀ dU, dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed), for every chunk
     at once, for the tiled dh walk; grid (NT · value blocks, H) (``_qw_block``):
@@ -271,11 +271,8 @@ def state_bwd_dul_kernel(
       with dR;
     - pbuf [T, H, K] = P = Mᵀ diag(e^{λn−λ}) K̃ (first value block only), in pbuf's dtype,
 
-    - with STORE_X, xbuf [NT, H, K, V] = X = scale (diag(e^λ) Q)ᵀ dO of each chunk, in xbuf's dtype: ``xbuf`` is
-      the walk's dhbuf, whose chunk slot the walk reads X from before it stores the chunk's dh there,
-
-    so that the walk's step is dR = dul + P dh and dh ← e^{λn} dh + X − (diag(β e^λ) K)ᵀ dR: two products on the chain
-    from one chunk's dh to the next instead of three, and one product a step instead of two beside it."""
+    so that the walk's step is dR = dul + P dh and dh ← e^{λn} dh + scale (diag(e^λ) Q)ᵀ dO − (diag(β e^λ) K)ᵀ dR:
+    two products on the chain from one chunk's dh to the next instead of three."""
     i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, S = _qw_block(
         q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
     ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
@@ -284,14 +281,6 @@ def state_bwd_dul_kernel(
     x = tl.dot(tl.trans(mm), x.to(DT), input_precision=PREC)
     tl.store(dul + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], x.to(dul.dtype.element_ty),
              mask=m_t[:, None] & m_v[None, :])
-    if STORE_X:
-        if USE_G:
-            dos = ((scale * tl.exp(lam))[:, None] * ddo.to(tl.float32)).to(DT)
-        else:
-            dos = (scale * ddo.to(tl.float32)).to(DT)
-        xx = tl.dot(tl.trans(qq), dos, input_precision=PREC)
-        tl.store(xbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
-                 xx.to(xbuf.dtype.element_ty), mask=m_k[:, None] & m_v[None, :])
     if i_v == 0:
         if USE_G:
             # padded rows carry λ_n (the gates are zero-padded before the cumulative sum)
@@ -706,24 +695,6 @@ def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: t
 
 
 @triton.jit
-def _tile_load(ptr, i: tl.constexpr, o_v, m_v, K: tl.constexpr, V: tl.constexpr, BKT: tl.constexpr):
-    """Key tile i ([BKT, BV], float32) of a [K, V] state at ``ptr`` (its first element)."""
-    o_k, m_k = _tile_cols(i, BKT, K)
-    return tl.load(ptr + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _dh_tile_step_x(dh, x, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, en, drs,
-                    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """Key tile i of the reverse state step with X = scale (diag(e^λ) Q)ᵀ dO formed beforehand (X_IN): dh_i ←
-    e^{λn} dh_i + X_i − K_iᵀ dRs, dRs = diag(βe^λ) dR [BT, BV] in DT, K_i K-major ([BKT, BT]) as stored."""
-    kt = _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
-    if USE_G:
-        dh = en * dh
-    return dh + x - tl.dot(kt, drs, input_precision=PREC)
-
-
-@triton.jit
 def _dh_tile_step_rows(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, en,
                        dos, drs, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """``_dh_tile_step`` with the row scalings already on the right operands (ROWSCALE): dh_i ← e^{λn} dh_i + Q_iᵀ dOs
@@ -741,8 +712,7 @@ def state_bwd_dh_tiles_kernel(
     q, k, p, beta, g, do, dhT, cu, chunk_off, scale,
     dv, dhbuf, dh0, drbuf,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKT: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, ROWSCALE: tl.constexpr, X_IN: tl.constexpr, DT: tl.constexpr,
-    PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, ROWSCALE: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3 with the state adjoint kept as key tiles (the default dh walk).
 
@@ -782,20 +752,7 @@ def state_bwd_dh_tiles_kernel(
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         m_t = (t0 + o_t) < t1
-        slot = dhbuf + ((c_off + c) * H + i_h) * K * V
-        if X_IN:
-            # X of this chunk from its dhbuf slot (state_bwd_dul_kernel), read before the slot takes the chunk's dh
-            x1 = _tile_load(slot, 0, o_v, m_v, K, V, BKT)
-            x2 = x1
-            x3 = x1
-            x4 = x1
-            if K > BKT:
-                x2 = _tile_load(slot, 1, o_v, m_v, K, V, BKT)
-            if K > 2 * BKT:
-                x3 = _tile_load(slot, 2, o_v, m_v, K, V, BKT)
-            if K > 3 * BKT:
-                x4 = _tile_load(slot, 3, o_v, m_v, K, V, BKT)
-        _tiles_store(slot, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
+        _tiles_store(dhbuf + ((c_off + c) * H + i_h) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
         bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
         b = bn.to(tl.float32)
         if USE_G:
@@ -818,16 +775,7 @@ def state_bwd_dh_tiles_kernel(
         tl.store(dv + rows, (b[:, None] * dr).to(dv.dtype.element_ty), mask=m_tv)
         tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
         be = b * e
-        if X_IN:
-            drs = (be[:, None] * dr).to(DT)
-            dh1 = _dh_tile_step_x(dh1, x1, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, drs, USE_G, DT, PREC)
-            if K > BKT:
-                dh2 = _dh_tile_step_x(dh2, x2, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, en, drs, USE_G, DT, PREC)
-            if K > 2 * BKT:
-                dh3 = _dh_tile_step_x(dh3, x3, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, drs, USE_G, DT, PREC)
-            if K > 3 * BKT:
-                dh4 = _dh_tile_step_x(dh4, x4, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, drs, USE_G, DT, PREC)
-        elif ROWSCALE:
+        if ROWSCALE:
             # the row scalings once a chunk on [BT, BV] (scale e^λ on dO, β e^λ on dR) instead of on every key tile
             dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)).to(DT)
             drs = (be[:, None] * dr).to(DT)
