@@ -4,7 +4,7 @@ Usage: python osdn_fast/_ab_env.py NAME=VAR=VAL,VAR=VAL ...   (the first config 
 
 A config's ``_CS=32`` sets the state chunk size (``chunk_size``) instead of an environment variable. Env
 AB_SHAPES="B,T,H,D;B,T,H,D" picks the shapes (default 8,4096,16,128); AB_FLA=1 adds fla's ``chunk_delta_rule``
-per shape, timed in the same run (with its per-kernel times).
+per shape, timed in the same run (with its per-kernel times), tuned afresh for each shape.
 
 For each shape and config, bf16: chunk_osdn forward and forward+backward time (do_bench medians, η = 0.5, no gate:
 the `osdn bench` case), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
@@ -19,9 +19,11 @@ import sys
 import torch
 
 sys.path.insert(0, os.getcwd())
+os.environ["FLA_CACHE_RESULTS"] = "0"  # fla tunes for each shape (osdn_fast/bench.py), before fla is imported
 from triton.testing import do_bench  # noqa: E402
 
 from osdn_fast import chunk_osdn  # noqa: E402
+from osdn_fast.bench import reset_fla_tuning  # noqa: E402
 
 CONFIGS = []
 for arg in sys.argv[1:]:
@@ -103,6 +105,7 @@ for (B, T, H, D) in SHAPES:
     if os.environ.get("AB_FLA") == "1":  # the fla DeltaNet baseline of `osdn bench`, same run
         try:
             from fla.ops.delta_rule import chunk_delta_rule
+            reset_fla_tuning()  # its autotune keys leave out B and T: tune for this shape
             with torch.no_grad():
                 tf = do_bench(lambda: chunk_delta_rule(q, k, v, beta)[0], warmup=25, rep=100, return_mode="median")
             tfb = do_bench(lambda: chunk_delta_rule(q, k, v, beta)[0].backward(do), warmup=25, rep=100,
