@@ -9,7 +9,7 @@ in one run on one card, go to reports/bench-<card>.md and .json, with a per-kern
 
 fla autotunes its kernels, and its autotune keys leave out B and T (``chunk_gated_delta_rule_fwd_kernel_h_blockdim64``:
 H, HV, K, V, BT, ...), so in one process the configs tuned at the first shape were reused at every later shape of the
-same H, K, V: before the twelfth session this harness timed fla at (1, 32768, 16, 128) with the configs tuned at
+same H, K, V: before the eleventh session this harness timed fla at (1, 32768, 16, 128) with the configs tuned at
 (8, 4096, 16, 128). Each shape now starts fla from an empty tuning cache (``reset_fla_tuning``; fla's on-disk
 results cache off), so fla runs the configs it picks for that shape. OSDN's kernels are not autotuned.
 """

@@ -2,7 +2,8 @@
 
 Forward:  d-scan (E1/E2/E8; chunk form C1 of :mod:`dscan_chunk` by default, the token-serial
 :mod:`dscan` with ``OSDN_DSCAN=token``) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
-(:mod:`wy`, C3; 16×16 blocked for chunks up to 64 rows) → state walk over chunks (:mod:`state`, C3).
+(:mod:`wy`, C3; 16×16 blocked for chunks up to 64 rows) → state walk over chunks (:mod:`state`, C3; for fewer than
+64 (sequence, head) pairs the two-product walk, with W, u and the output formed chunk-parallel, ``_state_walk_mode``).
 Backward: reverse pass of C3 in two kernels (:mod:`state`): a serial walk over the chunks in reverse for the
 state adjoint dh (storing each chunk's dh, and dv), then one chunk-parallel program per (chunk, head) for the
 gradients of q, k, K̃, β, g from the stored chunk-start states and the stored dh (U, R recomputed); then the

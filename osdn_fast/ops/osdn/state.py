@@ -29,6 +29,11 @@ Tiled dh walk (``state_bwd_dh_tiles_kernel``, the default for few (sequence, hea
 is dR = Mᵀ scale Sᵀ dO + P dh: three products per chunk instead of six, two instead of three on the chain from one
 chunk's dh to the next, with dh held as key tiles of <= 64 rows.
 
+Two-product forward walk (``state_fwd_wu_kernel``, the default for fewer than 64 (sequence, head) pairs, see chunk.py):
+``state_wu_kernel`` forms W = M diag(βe^λ) K and u = M diag(β) V for all chunks at once, so the walk's step is
+U = u − W h⁰ and h_end = e^{λ_n} h⁰ + (diag(e^{λ_n − λ}) K̃)ᵀ U (two products, both on the chain; fla's ``fwd_h`` form);
+it stores U, from which ``state_out_kernel`` forms O and the stored gradient kernel reads U (``FROM_U``).
+
 Lean forward walk (``OSDN_STATE_WALK=lean``, an A/B switch): the forward walk keeps only K h⁰, U = M R and the state
 update and stores U; ``state_out_kernel`` forms O for all chunks at once from hbuf and U.
 
