@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["SHAPES", "bench_case", "main", "reset_fla_tuning"]
+__all__ = ["SHAPES", "bench_case", "fla_tuned_configs", "main", "reset_fla_tuning"]
 
 SHAPES = [(8, 4096, 16, 128), (16, 2048, 32, 64), (1, 32768, 16, 128)]
 
@@ -66,23 +66,37 @@ def _time_and_memory(fwd: Callable, leaves, do, reps_ms=(100, 500)):
     return t_f, t_fb, peak
 
 
+def _fla_autotuners(modules=None):
+    """(name, autotuner) of every autotuned kernel of fla's loaded modules (``modules``: default every loaded ``fla``
+    module), found as module attributes through any ``triton.heuristics`` wrappers (their ``fn``)."""
+    from triton.runtime.autotuner import Autotuner
+    if modules is None:
+        modules = [m for n, m in list(sys.modules.items()) if m is not None and (n == "fla" or n.startswith("fla."))]
+    seen = set()
+    for mod in modules:
+        for name, obj in list(vars(mod).items()):
+            while obj is not None and id(obj) not in seen:
+                seen.add(id(obj))
+                if isinstance(obj, Autotuner):
+                    yield name, obj
+                obj = getattr(obj, "fn", None) if hasattr(obj, "run") else None
+
+
+def fla_tuned_configs(modules=None) -> Dict[str, List[str]]:
+    """The configs fla's autotuners hold now, by kernel name (one per tuned key), e.g. which value block its state
+    walks run at a shape."""
+    return {name: [str(c) for c in at.cache.values()] for name, at in _fla_autotuners(modules) if at.cache}
+
+
 def reset_fla_tuning(modules=None) -> int:
     """Empty the in-memory config cache of every autotuned kernel of fla (``modules``: default every loaded ``fla``
     module), so that its next launch tunes for the shape it meets. Returns the number of autotuners emptied.
 
     Kernels are found as module attributes, through any ``triton.heuristics`` wrappers (their ``fn``)."""
-    from triton.runtime.autotuner import Autotuner
-    if modules is None:
-        modules = [m for n, m in list(sys.modules.items()) if m is not None and (n == "fla" or n.startswith("fla."))]
-    seen, n = set(), 0
-    for mod in modules:
-        for obj in list(vars(mod).values()):
-            while obj is not None and id(obj) not in seen:
-                seen.add(id(obj))
-                if isinstance(obj, Autotuner):
-                    obj.cache.clear()
-                    n += 1
-                obj = getattr(obj, "fn", None) if hasattr(obj, "run") else None
+    n = 0
+    for _, at in _fla_autotuners(modules):
+        at.cache.clear()
+        n += 1
     return n
 
 
@@ -110,7 +124,7 @@ def bench_case(B: int, T: int, H: int, D: int, dtype=torch.bfloat16, eta: float 
         from fla.ops.delta_rule import chunk_delta_rule
         res["fla_autotuners_reset"] = reset_fla_tuning()  # fla tunes for this shape (module docstring)
         t_f, t_fb, peak = _time_and_memory(lambda: chunk_delta_rule(q, k, v, beta)[0], leaves, do)
-        res.update(fla_fwd_ms=t_f, fla_fwdbwd_ms=t_fb, fla_peak_bytes=peak)
+        res.update(fla_fwd_ms=t_f, fla_fwdbwd_ms=t_fb, fla_peak_bytes=peak, fla_configs=fla_tuned_configs())
         res.update(ratio_fwd=res["osdn_fwd_ms"] / t_f, ratio_fwdbwd=res["osdn_fwdbwd_ms"] / t_fb,
                    ratio_peak=res["osdn_peak_bytes"] / peak)
     except Exception as e:  # pragma: no cover - depends on the machine

@@ -240,6 +240,25 @@ def _dscan_desc(shapes) -> str:
                                                    for n, p in plan.items())
 
 
+def _walks_desc(shapes) -> str:
+    """Which serial state walks of C3 the report measured: the forward walk (``two-product``, ``full`` or ``lean``)
+    and the state adjoint's (``tiled`` or ``full``), per input dtype where they differ (``chunk._state_walk_mode``,
+    ``chunk._dh_walk_mode``)."""
+    from osdn_fast.ops.osdn.chunk import _dh_walk_mode, _grad_bko, _state_bwd_mode, _state_walk_mode
+    from osdn_fast.ops.osdn.utils import next_pow2
+    NH = shapes["B"] * shapes["H"]
+    names = {"wu": "two-product", "full": "full", "lean": "lean", "tiles": "tiled"}
+    desc = {}
+    for n in ("float32", "float16", "bfloat16"):
+        dt = getattr(torch, n)
+        BK = next_pow2(shapes["K"]) if dt == torch.float32 else max(64, next_pow2(shapes["K"]))
+        walk = _state_walk_mode(_state_bwd_mode() != "stored" or _grad_bko(BK, dt) >= BK, NH)
+        desc[n] = f"forward {names[walk]}, adjoint {names[_dh_walk_mode(walk == 'lean', NH)]}"
+    if len(set(desc.values())) == 1:
+        return desc["float32"]
+    return "; ".join(f"{d} for {n}" for n, d in desc.items())
+
+
 def render_markdown(meta: dict, summary: list) -> str:
     """The markdown page of a tolerance report from its JSON parts (``meta``, ``summary``; spec §7)."""
     lines = [f"# Tolerance report: {meta['device']}", "",
@@ -247,7 +266,9 @@ def render_markdown(meta: dict, summary: list) -> str:
              f"gradient T {meta['grad_T']}; seeds {meta['seeds']}; dtypes {meta['dtypes']}; "
              f"configs {meta['configs']} of full (g, α with resets, η per head, d°, clip, h0, d0, "
              "use_qk_l2norm_in_kernel) and plain (q, k, v, β, η = 0.5); chunk 64 "
-             f"(d-scan: {meta.get('dscan', '?')}); kernels of commit {meta.get('commit', 'unknown')}; "
+             f"(d-scan: {meta.get('dscan', '?')}"
+             + (f"; state walks: {meta['walks']}" if "walks" in meta else "")
+             + f"); kernels of commit {meta.get('commit', 'unknown')}; "
              f"torch {meta['torch']}, triton {meta['triton']}; "
              f"{meta['seconds']} s." + (" PARTIAL: interrupted by its time limit; only the rows below were "
              "measured." if meta['partial'] else ""), "",
@@ -325,7 +346,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not s["within"]:
             failures.append(s)
     meta = dict(device=name, backend=backend, oracle=oracle, shapes=shapes, grad_T=args.grad_T or shapes["T"],
-                seeds=args.seeds, configs=list(args.configs), dtypes=list(args.dtypes), chunk_size=64, dscan=_dscan_desc(shapes), torch=torch.__version__,
+                seeds=args.seeds, configs=list(args.configs), dtypes=list(args.dtypes), chunk_size=64,
+                dscan=_dscan_desc(shapes), walks=_walks_desc(shapes), torch=torch.__version__,
                 triton=__import__("triton").__version__, python=platform.python_version(),
                 seconds=round(time.time() - t0, 1), partial=partial, commit=source_commit(),
                 metric_note="scaled = max_abs / max(ref_max, floor) (floor 0.1; 1.0 for dq, dk under the L2 norm), the tested measure; bound from TOLERANCES")

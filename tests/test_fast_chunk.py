@@ -131,6 +131,21 @@ def test_gpu_T1_chunk_realistic_shape_against_float64(dtype, full):
     assert_within(errs, dtype, "cuda", what=f"chunk_osdn realistic full={full}", l2norm=full)
 
 
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_T1_chunk_realistic_shape_full_walks_against_float64(monkeypatch, dtype):
+    """The state walks that run from 64 (sequence, head) pairs on (the batched shapes: every product of C3 inside the
+    forward walk and inside the dh walk), forced at the realistic shape, whose 8 pairs otherwise run the two-product
+    and the tiled walk: outputs and every gradient against the float64 torch oracle, full problem."""
+    monkeypatch.setenv("OSDN_STATE_WALK", "full")
+    monkeypatch.setenv("OSDN_DH_WALK", "full")
+    kw = realistic_problem(B=2, T=1000, H=4, K=128, V=128, seed=7, full=True)
+    kw["use_qk_l2norm_in_kernel"] = True
+    errs, _, _ = compare(chunk_osdn, kw, dtype, "cuda", oracle="torch")
+    assert_within(errs, dtype, "cuda", what="chunk_osdn realistic, full walks", l2norm=True)
+
+
 def _fla(name):
     try:
         import fla.ops  # noqa: F401

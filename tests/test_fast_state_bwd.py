@@ -31,6 +31,23 @@ def _packed_problem(gated: bool, K: int, V: int):
     return kw
 
 
+def _spy_launches(monkeypatch, names):
+    """Record, in order, which of the chunk module's kernels ``names`` are launched."""
+    launched = []
+
+    class Spy:
+        def __init__(self, kern, name):
+            self.kern, self.name = kern, name
+
+        def __getitem__(self, grid):
+            launched.append(self.name)
+            return self.kern[grid]
+
+    for name in names:
+        monkeypatch.setattr(chunk_mod, name, Spy(getattr(chunk_mod, name), name))
+    return launched
+
+
 def _run(monkeypatch, mode, kw, C):
     monkeypatch.setenv("OSDN_STATE_BWD", mode)
     return compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=C)
@@ -172,28 +189,24 @@ def test_lean_state_walks_float16_within_bounds(monkeypatch):
     assert_within(errs, torch.float16, BACKEND, what="chunk_osdn lean walks, float16")
 
 
+def test_full_walks_float16_within_bounds(monkeypatch):
+    """The walks that run from 64 (sequence, head) pairs on (every product of C3 inside the forward walk and inside
+    the dh walk), forced at a small problem with 16-bit inputs: within the float16 bounds against the float64
+    reference (the default walks at these shapes are the two-product and the tiled one)."""
+    monkeypatch.setenv("OSDN_STATE_WALK", "full")
+    monkeypatch.setenv("OSDN_DH_WALK", "full")
+    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel", "state_bwd_dh_kernel",
+                                           "state_bwd_dh_tiles_kernel"])
+    errs, _, _ = compare_mode(monkeypatch, "stored", _packed_problem(True, 67, 70), torch.float16)
+    assert set(launched) == {"state_fwd_kernel", "state_bwd_dh_kernel"}, launched
+    assert_within(errs, torch.float16, BACKEND, what="chunk_osdn full walks, float16")
+
+
 def test_unknown_state_walk_is_refused(monkeypatch):
     monkeypatch.setenv("OSDN_STATE_WALK", "skinny")
     kw = realistic_problem(B=1, T=5, H=1, K=4, V=4, seed=0, full=False)
     with pytest.raises(ValueError, match="OSDN_STATE_WALK"):
         compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-
-
-def _spy_launches(monkeypatch, names):
-    """Record, in order, which of the chunk module's kernels ``names`` are launched."""
-    launched = []
-
-    class Spy:
-        def __init__(self, kern, name):
-            self.kern, self.name = kern, name
-
-        def __getitem__(self, grid):
-            launched.append(self.name)
-            return self.kern[grid]
-
-    for name in names:
-        monkeypatch.setattr(chunk_mod, name, Spy(getattr(chunk_mod, name), name))
-    return launched
 
 
 @pytest.mark.parametrize("gated,mode,K,V,bko", [(False, "stored", 20, 70, None), (True, "stored", 20, 70, None),

@@ -30,6 +30,18 @@ def test_report_records_what_it_measured_and_passes_its_bounds(tmp_path, monkeyp
             assert (entry, q) in entries
     assert all(s["within"] and s["scaled"] <= s["bound"] for s in d["summary"])
     assert "kernels of commit abc1234" in md.read_text()
+    # which state walks ran (C3): the interpreter's shapes have few (sequence, head) pairs
+    assert meta["walks"] == "forward two-product, adjoint tiled"
+    assert "state walks: forward two-product, adjoint tiled" in md.read_text()
+
+
+def test_walks_named_follow_the_pairs_and_dtypes():
+    """The header names the state walks each dtype ran: the full walks from 64 (sequence, head) pairs on; below that the
+    two-product forward walk, except for float32 at K = 128, whose gradient kernel splits the key columns."""
+    assert tolerance._walks_desc(dict(B=8, T=4096, H=16, K=128, V=128)) == "forward full, adjoint full"
+    assert tolerance._walks_desc(dict(B=2, T=2048, H=4, K=128, V=128)) == (
+        "forward full, adjoint tiled for float32; forward two-product, adjoint tiled for float16; "
+        "forward two-product, adjoint tiled for bfloat16")
 
 
 def test_markdown_page_is_rendered_from_the_json_alone(tmp_path, monkeypatch):

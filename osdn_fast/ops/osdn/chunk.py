@@ -57,8 +57,12 @@ def _state_walk_mode(two_product_ok: bool, NH: int) -> str:
 
     - ``wu``: the two-product walk (``state_fwd_wu_kernel``): W = M diag(βe^λ) K and u = M diag(β) V for all chunks
       at once (``state_wu_kernel``), the walk's step U = u − W h⁰, h ← e^{λn} h⁰ + (diag(e^{λn−λ}) K̃)ᵀ U, the output
-      chunk-parallel (``state_out_kernel``). Only where ``two_product_ok`` (the stored backward then forms R from U, K
-      and h⁰ in one key block: 16-bit inputs, K <= 128, or a backward that does not read R); ``full`` elsewhere.
+      chunk-parallel (``state_out_kernel``). Only where ``two_product_ok``: the stored gradient kernel then reads U
+      and needs R only through Σ_v dR ⊙ R, which it forms from its dR h⁰ᵀ and K when one program takes all key
+      columns (16-bit inputs with K <= 128, float32 with K <= 64), or a backward that does not read R; ``full``
+      elsewhere. Same-run A/Bs, bf16 (reports/gpu-run-run12-NVIDIA-H200-H100.log): fwd+bwd 6.988 (full) → 6.608 ms at
+      (1, 32768, 16, 128) and 5.446 → 5.419 at (2, 16384, 16, 128) on an H200 (call 2); slower where the full walk's
+      programs fill the card: 4.114 → 4.375 at (8, 4096, 16, 128), 3.732 → 4.205 at (16, 2048, 32, 64) (call 1).
     - ``lean``: it does only K h⁰, U = M R
     and the state update and ``state_out_kernel`` forms the output for all chunks at once (3 products per serial step
     instead of 6, at the cost of a chunk-parallel kernel and a transient [T, H, V] buffer); it also selects the tiled
