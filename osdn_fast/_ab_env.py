@@ -23,7 +23,7 @@ os.environ["FLA_CACHE_RESULTS"] = "0"  # fla tunes for each shape (osdn_fast/ben
 from triton.testing import do_bench  # noqa: E402
 
 from osdn_fast import chunk_osdn  # noqa: E402
-from osdn_fast.bench import fla_tuned_configs, reset_fla_tuning  # noqa: E402
+from osdn_fast.bench import _fla_tuned_configs, _reset_fla_tuning  # noqa: E402
 
 CONFIGS = []
 for arg in sys.argv[1:]:
@@ -105,7 +105,7 @@ for (B, T, H, D) in SHAPES:
     if os.environ.get("AB_FLA") == "1":  # the fla DeltaNet baseline of `osdn bench`, same run
         try:
             from fla.ops.delta_rule import chunk_delta_rule
-            reset_fla_tuning()  # its autotune keys leave out B and T: tune for this shape
+            _reset_fla_tuning()  # its autotune keys leave out B and T: tune for this shape
             with torch.no_grad():
                 tf = do_bench(lambda: chunk_delta_rule(q, k, v, beta)[0], warmup=25, rep=100, return_mode="median")
             tfb = do_bench(lambda: chunk_delta_rule(q, k, v, beta)[0].backward(do), warmup=25, rep=100,
@@ -114,7 +114,7 @@ for (B, T, H, D) in SHAPES:
             row = dict(shape=(B, T, H, D), config="fla chunk_delta_rule", env={}, fwd_ms=tf, fwdbwd_ms=tfb,
                        peak_mib=peak, max_grad_diff=float("nan"),
                        kernels=kernel_ms(lambda: chunk_delta_rule(q, k, v, beta)[0].backward(do)),
-                       fla_configs=fla_tuned_configs(), card=torch.cuda.get_device_name(0))
+                       fla_configs=_fla_tuned_configs(), card=torch.cuda.get_device_name(0))
             print(json.dumps(row), flush=True)
             rows.append(row)
         except Exception as e:

@@ -10,7 +10,7 @@ in one run on one card, go to reports/bench-<card>.md and .json, with a per-kern
 fla autotunes its kernels, and its autotune keys leave out B and T (``chunk_gated_delta_rule_fwd_kernel_h_blockdim64``:
 H, HV, K, V, BT, ...), so in one process the configs tuned at the first shape were reused at every later shape of the
 same H, K, V: before the eleventh session this harness timed fla at (1, 32768, 16, 128) with the configs tuned at
-(8, 4096, 16, 128). Each shape now starts fla from an empty tuning cache (``reset_fla_tuning``; fla's on-disk
+(8, 4096, 16, 128). Each shape now starts fla from an empty tuning cache (``_reset_fla_tuning``; fla's on-disk
 results cache off), so fla runs the configs it picks for that shape. OSDN's kernels are not autotuned.
 """
 
@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["SHAPES", "bench_case", "fla_tuned_configs", "main", "reset_fla_tuning"]
+__all__ = ["SHAPES", "bench_case", "main"]
 
 SHAPES = [(8, 4096, 16, 128), (16, 2048, 32, 64), (1, 32768, 16, 128)]
 
@@ -82,13 +82,13 @@ def _fla_autotuners(modules=None):
                 obj = getattr(obj, "fn", None) if hasattr(obj, "run") else None
 
 
-def fla_tuned_configs(modules=None) -> Dict[str, List[str]]:
+def _fla_tuned_configs(modules=None) -> Dict[str, List[str]]:
     """The configs fla's autotuners hold now, by kernel name (one per tuned key), e.g. which value block its state
     walks run at a shape."""
     return {name: [str(c) for c in at.cache.values()] for name, at in _fla_autotuners(modules) if at.cache}
 
 
-def reset_fla_tuning(modules=None) -> int:
+def _reset_fla_tuning(modules=None) -> int:
     """Empty the in-memory config cache of every autotuned kernel of fla (``modules``: default every loaded ``fla``
     module), so that its next launch tunes for the shape it meets. Returns the number of autotuners emptied.
 
@@ -122,9 +122,9 @@ def bench_case(B: int, T: int, H: int, D: int, dtype=torch.bfloat16, eta: float 
     res.update(osdn_fwd_ms=t_f, osdn_fwdbwd_ms=t_fb, osdn_peak_bytes=peak)
     try:
         from fla.ops.delta_rule import chunk_delta_rule
-        res["fla_autotuners_reset"] = reset_fla_tuning()  # fla tunes for this shape (module docstring)
+        res["fla_autotuners_reset"] = _reset_fla_tuning()  # fla tunes for this shape (module docstring)
         t_f, t_fb, peak = _time_and_memory(lambda: chunk_delta_rule(q, k, v, beta)[0], leaves, do)
-        res.update(fla_fwd_ms=t_f, fla_fwdbwd_ms=t_fb, fla_peak_bytes=peak, fla_configs=fla_tuned_configs())
+        res.update(fla_fwd_ms=t_f, fla_fwdbwd_ms=t_fb, fla_peak_bytes=peak, fla_configs=_fla_tuned_configs())
         res.update(ratio_fwd=res["osdn_fwd_ms"] / t_f, ratio_fwdbwd=res["osdn_fwdbwd_ms"] / t_fb,
                    ratio_peak=res["osdn_peak_bytes"] / peak)
     except Exception as e:  # pragma: no cover - depends on the machine

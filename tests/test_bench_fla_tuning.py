@@ -6,7 +6,7 @@ import types
 import triton
 import triton.language as tl
 
-from osdn_fast.bench import fla_tuned_configs, reset_fla_tuning
+from osdn_fast.bench import _fla_tuned_configs, _reset_fla_tuning
 
 
 @triton.jit
@@ -38,15 +38,15 @@ def test_every_autotuner_of_the_modules_forgets_its_tuned_configs():
     mod = _module()
     mod.tuned.cache[(16,)] = mod.tuned.configs[0]
     mod.wrapped.fn.cache[(16,)] = mod.wrapped.fn.configs[1]
-    assert fla_tuned_configs([mod]) == {"tuned": [str(mod.tuned.configs[0])],
+    assert _fla_tuned_configs([mod]) == {"tuned": [str(mod.tuned.configs[0])],
                                         "wrapped": [str(mod.wrapped.fn.configs[1])]}
-    assert reset_fla_tuning([mod]) == 2
-    assert fla_tuned_configs([mod]) == {}
+    assert _reset_fla_tuning([mod]) == 2
+    assert _fla_tuned_configs([mod]) == {}
     assert mod.tuned.cache == {} and mod.wrapped.fn.cache == {}
 
 
 def test_a_module_without_autotuners_is_left_alone():
     mod = types.ModuleType("fla.utils.fake")
     mod.plain, mod.value = _plain, {"H": 16}
-    assert reset_fla_tuning([mod]) == 0
+    assert _reset_fla_tuning([mod]) == 0
     assert mod.value == {"H": 16}
