@@ -48,6 +48,14 @@ def _spy_launches(monkeypatch, names):
     return launched
 
 
+def _assert_agree(other, base, ref, names, tol, what):
+    """Each of ``names`` of two fast-path runs agrees within ``tol``, scaled by max(1, max|reference|)."""
+    for n in names:
+        scale = max(1.0, float(np.max(np.abs(ref[n]))))
+        diff = float(np.max(np.abs(other[n] - base[n]))) / scale
+        assert diff <= tol, f"{n}: {what} differ by {diff:.3e} (scaled)"
+
+
 def _run(monkeypatch, mode, kw, C):
     monkeypatch.setenv("OSDN_STATE_BWD", mode)
     return compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=C)
@@ -100,20 +108,8 @@ def test_stored_state_backward_is_the_default(monkeypatch):
     """Without OSDN_STATE_BWD the serial dh walk and the stored-operand gradient kernel run, and neither the fused
     kernel nor the recomputing gradient kernel does."""
     monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
-    launched = []
-    for name in ("state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_dh_tiles_kernel", "state_bwd_grads_kernel",
-                 "state_bwd_grads_stored_kernel"):
-        kern = getattr(chunk_mod, name)
-
-        class Spy:
-            def __init__(self, k, n):
-                self.k, self.n = k, n
-
-            def __getitem__(self, grid):
-                launched.append(self.n)
-                return self.k[grid]
-
-        monkeypatch.setattr(chunk_mod, name, Spy(kern, name))
+    launched = _spy_launches(monkeypatch, ["state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_dh_tiles_kernel",
+                                           "state_bwd_grads_kernel", "state_bwd_grads_stored_kernel"])
     kw = realistic_problem(B=1, T=20, H=1, K=8, V=8, seed=2, full=True)
     compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     assert launched == ["state_bwd_dh_tiles_kernel", "state_bwd_grads_stored_kernel"]
@@ -135,10 +131,7 @@ def test_tiled_dh_walk_equals_the_full_walk(monkeypatch, gated, K, V, dh0):
     assert_within(errs, torch.float32, BACKEND, what="chunk_osdn tiled dh walk")
     names = [n for n in full if n.startswith("d") and n in tiles]
     assert {"dq", "dk", "dv", "dbeta"} <= set(names) and (("dinitial_state" in names) == dh0)
-    for n in names:
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        diff = float(np.max(np.abs(tiles[n] - full[n]))) / scale
-        assert diff <= 1e-6, f"{n}: tiled vs full dh walk differ by {diff:.3e} (scaled)"
+    _assert_agree(tiles, full, ref, names, 1e-6, "tiled vs full dh walk")
 
 
 def test_dh_walk_follows_the_number_of_sequence_head_pairs(monkeypatch):
@@ -175,10 +168,7 @@ def test_lean_state_walks_equal_the_full_walks(monkeypatch, gated, mode):
     assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn lean walks ({mode} state bwd)")
     names = [n for n in full if n in lean]
     assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
-    for n in names:
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        diff = float(np.max(np.abs(lean[n] - full[n]))) / scale
-        assert diff <= 1e-6, f"{n}: lean vs full walks differ by {diff:.3e} (scaled)"
+    _assert_agree(lean, full, ref, names, 1e-6, "lean vs full walks")
 
 
 def test_lean_state_walks_float16_within_bounds(monkeypatch):
@@ -229,10 +219,7 @@ def test_two_product_walk_equals_the_full_walk(monkeypatch, gated, mode, K, V, b
     assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn two-product walk ({mode} state bwd)")
     names = [n for n in full if n in wu]
     assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
-    for n in names:
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        diff = float(np.max(np.abs(wu[n] - full[n]))) / scale
-        assert diff <= 1e-5, f"{n}: two-product vs full walk differ by {diff:.3e} (scaled)"
+    _assert_agree(wu, full, ref, names, 1e-5, "two-product vs full walk")
 
 
 @pytest.mark.parametrize("gated", [False, True])
@@ -268,12 +255,12 @@ def test_state_walk_follows_the_pairs_and_the_gradient_key_block(monkeypatch):
     assert set(launched) == {"state_fwd_kernel"}, launched
 
 
-@pytest.mark.parametrize("gated", [False, True])
-def test_dh_walk_row_scalings_once_a_chunk_equal_per_key_tile(monkeypatch, gated):
+def test_dh_walk_row_scalings_once_a_chunk_equal_per_key_tile(monkeypatch):
     """The tiled dh walk's row scalings on dO and dR once a chunk (OSDN_DH_ROWSCALE=1, the default) give the
-    per-key-tile scalings' gradients (Q and K tiles scaled as they load): float32 within 1e-6 (scaled), four key
-    tiles (K = 200), V over several blocks, packed sequences."""
-    kw = _packed_problem(gated, 200, 24)
+    per-key-tile scalings' gradients (Q and K tiles scaled as they load): float32 within 1e-6 (scaled), with gates,
+    two key tiles (K = 67; the default walk at K = 200, four tiles, is checked against the full walk above), V over
+    several blocks, packed sequences."""
+    kw = _packed_problem(True, 67, 24)
     monkeypatch.setenv("OSDN_DH_WALK", "tiles")
     monkeypatch.setenv("OSDN_DH_ROWSCALE", "0")
     _, tiles, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
@@ -282,7 +269,4 @@ def test_dh_walk_row_scalings_once_a_chunk_equal_per_key_tile(monkeypatch, gated
     assert_within(errs, torch.float32, BACKEND, what="chunk_osdn tiled dh walk, row scalings once a chunk")
     names = [n for n in tiles if n.startswith("d") and n in rows]
     assert {"dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
-    for n in names:
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        diff = float(np.max(np.abs(rows[n] - tiles[n]))) / scale
-        assert diff <= 1e-6, f"{n}: row scalings once a chunk vs per key tile differ by {diff:.3e} (scaled)"
+    _assert_agree(rows, tiles, ref, names, 1e-6, "row scalings once a chunk vs per key tile")

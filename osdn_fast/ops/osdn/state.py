@@ -150,6 +150,20 @@ def state_fwd_kernel(
 
 
 @triton.jit
+def _chunk_value_block(cu, chunk_idx, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
+    """Program ids of a chunk-parallel kernel on grid (NT · value blocks, H), the value block varying fastest (a chunk's
+    programs then share its reads through L2): chunk i_c, value block i_v, head i_h, the chunk's sequence start and rows
+    [t0, t1), and the value block's offsets and mask."""
+    NV: tl.constexpr = (V + BV - 1) // BV
+    i_c = tl.program_id(0) // NV
+    i_v = tl.program_id(0) % NV
+    i_h = tl.program_id(1)
+    _, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_v = i_v * BV + tl.arange(0, BV)
+    return i_c, i_v, i_h, bos, t0, t1, o_v, o_v < V
+
+
+@triton.jit
 def state_wu_kernel(
     k, v, beta, g, M, wk, u, cu, chunk_idx,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -162,14 +176,8 @@ def state_wu_kernel(
     - wk [T, H, K] = W = M diag(β e^λ) K, in wk's dtype (first value block only).
 
     Grid (NT · value blocks, H), the value block fastest so that a chunk's programs share M through L2."""
-    NV: tl.constexpr = (V + BV - 1) // BV
-    i_c = tl.program_id(0) // NV
-    i_v = tl.program_id(0) % NV
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    i_c, i_v, i_h, bos, t0, t1, o_v, m_v = _chunk_value_block(cu, chunk_idx, V, BT, BV)
     o_t = tl.arange(0, BT)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
     b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
     vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
@@ -247,16 +255,10 @@ def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V:
     """Prologue of the lean walk's chunk-parallel kernels (grid (NT · value blocks, H), the value block varying
     fastest so that a chunk's programs share its Q, K̃ reads through L2): the chunk's rows, key and value offsets and
     masks, λ (``_gate_cumsum``), Q and K̃ in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32), and the value block."""
-    NV: tl.constexpr = (V + BV - 1) // BV
-    i_c = tl.program_id(0) // NV
-    i_v = tl.program_id(0) % NV
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    i_c, i_v, i_h, bos, t0, t1, o_v, m_v = _chunk_value_block(cu, chunk_idx, V, BT, BV)
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
     m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
     _, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     qq = _load2(q, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
     ww = _load2(w, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(DT)
