@@ -253,20 +253,3 @@ def test_state_walk_follows_the_pairs_and_the_gradient_key_block(monkeypatch):
     launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel"])
     compare(chunk_osdn, _packed_problem(False, 67, 70), torch.float32, DEVICE, chunk_size=32)
     assert set(launched) == {"state_fwd_kernel"}, launched
-
-
-def test_dh_walk_row_scalings_once_a_chunk_equal_per_key_tile(monkeypatch):
-    """The tiled dh walk's row scalings on dO and dR once a chunk (OSDN_DH_ROWSCALE=1, the default) give the
-    per-key-tile scalings' gradients (Q and K tiles scaled as they load): float32 within 1e-6 (scaled), with gates,
-    two key tiles (K = 67; the default walk at K = 200, four tiles, is checked against the full walk above), V over
-    several blocks, packed sequences."""
-    kw = _packed_problem(True, 67, 24)
-    monkeypatch.setenv("OSDN_DH_WALK", "tiles")
-    monkeypatch.setenv("OSDN_DH_ROWSCALE", "0")
-    _, tiles, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    monkeypatch.setenv("OSDN_DH_ROWSCALE", "1")
-    errs, rows, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    assert_within(errs, torch.float32, BACKEND, what="chunk_osdn tiled dh walk, row scalings once a chunk")
-    names = [n for n in tiles if n.startswith("d") and n in rows]
-    assert {"dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
-    _assert_agree(rows, tiles, ref, names, 1e-6, "row scalings once a chunk vs per key tile")

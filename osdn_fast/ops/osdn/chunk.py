@@ -379,8 +379,8 @@ def _chunk_bwd(aux, do, dhT, ddT):
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
             state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
                 q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
-                H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None,
-                ROWSCALE=_ENV("OSDN_DH_ROWSCALE", 1), DT=DT, PREC=PREC,
+                H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT,
+                PREC=PREC,
                 num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2),
             )
         else:

@@ -686,27 +686,13 @@ def _p_dh(p, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_
 
 
 @triton.jit
-def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, e, be, en,
-                  ddo, drd, scale, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """Key tile i of the reverse state step (C3): dh_i ← e^{λn} dh_i + scale (diag(e^λ) Q_i)ᵀ dO − (diag(βe^λ) K_i)ᵀ dR,
-    with Q_i, K_i loaded K-major ([BKT, BT]); e = e^λ, be = β e^λ [BT], en = e^{λn}, dO and dR [BT, BV] in DT."""
-    qt = _keys_t(q, t0, t1, i_h, H, K, BT, o_k, m_k)
-    kt = _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k).to(tl.float32)
-    if USE_G:
-        qt = (qt.to(tl.float32) * e[None, :]).to(DT)
-        dh = en * dh
-    else:
-        qt = qt.to(DT)
-    kt = (kt * be[None, :]).to(DT)
-    return dh + scale * tl.dot(qt, ddo, input_precision=PREC) - tl.dot(kt, drd, input_precision=PREC)
-
-
-@triton.jit
-def _dh_tile_step_rows(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, en,
-                       dos, drs, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """``_dh_tile_step`` with the row scalings already on the right operands (ROWSCALE): dh_i ← e^{λn} dh_i + Q_iᵀ dOs
-    − K_iᵀ dRs, dOs = scale diag(e^λ) dO and dRs = diag(βe^λ) dR [BT, BV] in DT (formed once a chunk), Q_i and K_i
-    K-major ([BKT, BT]) as stored: no float32 round trip per key tile."""
+def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, en, dos, drs,
+                   USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """Key tile i of the reverse state step (C3): dh_i ← e^{λn} dh_i + Q_iᵀ dOs − K_iᵀ dRs, with the row scalings on
+    the right operands, dOs = scale diag(e^λ) dO and dRs = diag(βe^λ) dR [BT, BV] in DT (formed once a chunk), and Q_i,
+    K_i loaded K-major ([BKT, BT]) and entering the products as stored. Scaling the Q and K tiles instead (a float32
+    round trip per tile) was slower: tiled dh walk 1.593 → 1.536 ms with this form at (1, 32768, 16, 128), bf16, H200
+    (reports/gpu-run-run12-NVIDIA-H200-H100.log, call 2)."""
     qt = _keys_t(q, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
     kt = _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
     if USE_G:
@@ -719,7 +705,7 @@ def state_bwd_dh_tiles_kernel(
     q, k, p, beta, g, do, dhT, cu, chunk_off, scale,
     dv, dhbuf, dh0, drbuf,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKT: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, ROWSCALE: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3 with the state adjoint kept as key tiles (the default dh walk).
 
@@ -782,30 +768,16 @@ def state_bwd_dh_tiles_kernel(
         tl.store(dv + rows, (b[:, None] * dr).to(dv.dtype.element_ty), mask=m_tv)
         tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
         be = b * e
-        if ROWSCALE:
-            # the row scalings once a chunk on [BT, BV] (scale e^λ on dO, β e^λ on dR) instead of on every key tile
-            dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)).to(DT)
-            drs = (be[:, None] * dr).to(DT)
-            dh1 = _dh_tile_step_rows(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, dos, drs, USE_G, DT, PREC)
-            if K > BKT:
-                dh2 = _dh_tile_step_rows(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, en, dos, drs, USE_G, DT, PREC)
-            if K > 2 * BKT:
-                dh3 = _dh_tile_step_rows(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, dos, drs, USE_G, DT, PREC)
-            if K > 3 * BKT:
-                dh4 = _dh_tile_step_rows(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, dos, drs, USE_G, DT, PREC)
-        else:
-            ddo = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(DT)
-            drd = dr.to(DT)
-            dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, e, be, en, ddo, drd, scale, USE_G, DT, PREC)
-            if K > BKT:
-                dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, e, be, en, ddo, drd, scale, USE_G, DT,
-                                    PREC)
-            if K > 2 * BKT:
-                dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, e, be, en, ddo, drd, scale, USE_G, DT,
-                                    PREC)
-            if K > 3 * BKT:
-                dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, e, be, en, ddo, drd, scale, USE_G, DT,
-                                    PREC)
+        # the row scalings once a chunk on [BT, BV] (scale e^λ on dO, β e^λ on dR) instead of on every key tile
+        dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)).to(DT)
+        drs = (be[:, None] * dr).to(DT)
+        dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, dos, drs, USE_G, DT, PREC)
+        if K > BKT:
+            dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, en, dos, drs, USE_G, DT, PREC)
+        if K > 2 * BKT:
+            dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, dos, drs, USE_G, DT, PREC)
+        if K > 3 * BKT:
+            dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, dos, drs, USE_G, DT, PREC)
     _tiles_store(dh0 + i_nh.to(tl.int64) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
 
 
