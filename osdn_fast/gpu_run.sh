@@ -33,7 +33,7 @@ for st in "$@"; do
       timeout ${T_TOL:-200} python3 -m osdn_ref.cli tolerance --out "$OUT" ${TOL_ARGS} 2>&1 | tee -a "$LOG" ;;
     bench)
       say "osdn bench"
-      timeout ${T_BENCH:-180} python3 -m osdn_ref.cli bench --out "$OUT" 2>&1 | tee -a "$LOG" ;;
+      timeout ${T_BENCH:-540} python3 -m osdn_ref.cli bench --out "$OUT" 2>&1 | tee -a "$LOG" ;;
     benchrest)
       say "osdn bench (decoding step and kernel breakdown only)"
       timeout ${T_BENCH:-100} python3 -m osdn_ref.cli bench --shapes ${BENCH_SHAPES} --out "$OUT" 2>&1 | tee -a "$LOG" ;;
