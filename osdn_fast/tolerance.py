@@ -244,15 +244,14 @@ def _walks_desc(shapes) -> str:
     """Which serial state walks of C3 the report measured: the forward walk (``two-product``, ``full`` or ``lean``)
     and the state adjoint's (``tiled`` or ``full``), per input dtype where they differ (``chunk._state_walk_mode``,
     ``chunk._dh_walk_mode``)."""
-    from osdn_fast.ops.osdn.chunk import _dh_walk_mode, _grad_bko, _state_bwd_mode, _state_walk_mode
-    from osdn_fast.ops.osdn.utils import next_pow2
+    from osdn_fast.ops.osdn.chunk import _dh_walk_mode, _key_block, _state_walk_mode, _two_product_ok
+    from osdn_fast.ops.osdn.utils import dot_dtype
     NH = shapes["B"] * shapes["H"]
     names = {"wu": "two-product", "full": "full", "lean": "lean", "tiles": "tiled"}
     desc = {}
     for n in ("float32", "float16", "bfloat16"):
         dt = getattr(torch, n)
-        BK = next_pow2(shapes["K"]) if dt == torch.float32 else max(64, next_pow2(shapes["K"]))
-        walk = _state_walk_mode(_state_bwd_mode() != "stored" or _grad_bko(BK, dt) >= BK, NH)
+        walk = _state_walk_mode(_two_product_ok(_key_block(shapes["K"], dot_dtype(dt)), dt), NH)
         desc[n] = f"forward {names[walk]}, adjoint {names[_dh_walk_mode(walk == 'lean', NH)]}"
     if len(set(desc.values())) == 1:
         return desc["float32"]

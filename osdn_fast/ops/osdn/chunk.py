@@ -180,6 +180,19 @@ def _grad_bko(BK: int, dtype: torch.dtype) -> int:
     return min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(dtype)))
 
 
+def _two_product_ok(BK: int, dtype: torch.dtype) -> bool:
+    """Whether the two-product walk may run for padded key size BK and inputs of ``dtype`` (``_state_walk_mode``): the
+    stored gradient kernel takes all key columns in one program (it forms Σ_v dR ⊙ R from them), or the backward
+    does not read R."""
+    return _state_bwd_mode() != "stored" or _grad_bko(BK, dtype) >= BK
+
+
+def _key_block(K: int, DT) -> int:
+    """Padded key size BK of the state kernels for dot operands of dtype DT: at least 64 for 16-bit dots, whose
+    narrower blocks Triton 3.6 mis-compiled (see ``_chunk_fwd``)."""
+    return next_pow2(K) if DT is tl.float32 else max(64, next_pow2(K))
+
+
 def _state_store_dtype(dtype: torch.dtype) -> torch.dtype:
     """Storage dtype of the per-chunk states hbuf and adjoints dhbuf: the input's for 16-bit inputs, else fp32."""
     return dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
@@ -222,14 +235,13 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     T, H, K, V, N, cu = P["T"], P["H"], P["K"], P["V"], P["N"], P["cu"]
     BT = int(chunk_size)
     DT = dot_dtype(v.dtype)  # the streamed dtype (q, k are float32 after the in-kernel L2 normalisation)
-    BK = next_pow2(K)
-    BV = _bv(BK, V)
+    BK = _key_block(K, DT)
+    BV = _bv(next_pow2(K), V)
     if DT is not tl.float32:
         # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
         # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128), and on an H200 an illegal memory
         # access (OSDN_BV16=32, reports/gpu-run-NVIDIA-H200-run5.log, call 2), although the same dot shapes alone
-        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct.
-        BK = max(64, BK)
+        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct (``_key_block``).
         BV = _ENV("OSDN_BV16", max(64, BV) if BK <= 128 else 64)  # env: A/B of narrower blocks on a GPU
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
     idx, offs, NT = chunk_index_tensors(cu_host, BT, q.device)
@@ -264,7 +276,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     # chunk-start states for the backward, in the 16-bit input dtype for 16-bit inputs (the backward's dots round
     # them to it anyway; half the memory of float32, as fla stores its h)
     bwd_mode = _state_bwd_mode()
-    walk = _state_walk_mode(bwd_mode != "stored" or _grad_bko(BK, v.dtype) >= BK, N * H)
+    walk = _state_walk_mode(_two_product_ok(BK, v.dtype), N * H)
     lean, wu = walk == "lean", walk == "wu"
     hbuf = torch.empty(max(NT, 1), H, K, V, device=dev, dtype=_state_store_dtype(v.dtype)) \
         if store or lean or wu else None
