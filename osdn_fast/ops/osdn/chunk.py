@@ -29,8 +29,8 @@ from .dscan import dscan_bwd_kernel, dscan_fwd_kernel
 from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward, scan_segment_length
 from .state import (state_bwd_dh_kernel, state_bwd_dh_tiles_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel,
                     state_bwd_grads_stored_kernel, state_bwd_kernel, state_fwd_kernel, state_fwd_wu_kernel,
-                    state_out_kernel, state_wu_kernel)
-from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2
+                    state_out_kernel, state_seg_carry_kernel, state_wu_kernel)
+from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2, scan_segment_tensors
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
 L2NORM_EPS = 1e-6
@@ -93,6 +93,37 @@ def _dh_walk_mode(lean: bool, NH: int) -> str:
     if mode not in ("tiles", "full"):
         raise ValueError(f"OSDN_DH_WALK: expected 'tiles' or 'full', got {mode!r}")
     return mode
+
+
+def walk_segment_length(NH: int, cu_host, BT: int, BK: int) -> int:
+    """Chunks per segment of the two-level state walks (0: the plain walks) for NH (sequence, head) pairs, packed
+    offsets ``cu_host``, state chunk BT and padded key size BK.
+
+    The serial walks run one program per (value block, sequence, head): at (1, 32768, 16, 128) 32 programs walk 512
+    chunks each on a card of 132 SMs. The two-level walks (the two-product forward walk and the tiled dh walk) cut
+    each sequence into segments of LS chunks; a segment pass walks every segment in parallel from 0 (the offset b_s)
+    and walks the identity's columns (the composed map Φ_s, K×K), ``state_seg_carry_kernel`` chains the segments
+    (x ← Φ_s x + b_s) and a plain pass from every segment's start state stores what the walk stores. Default: LS
+    when NH < 64, BK <= 128 (the serial level holds Φ_s whole) and some sequence has more than 2·LS chunks; env
+    OSDN_WALK_SEG sets LS (0: off)."""
+    LS = _ENV("OSDN_WALK_SEG", 0)
+    if LS <= 0 or NH >= 64 and "OSDN_WALK_SEG" not in os.environ or BK > 128 or len(cu_host) < 2:
+        return 0
+    max_chunks = -(-int((cu_host[1:] - cu_host[:-1]).max()) // BT)
+    return LS if max_chunks > 2 * LS else 0
+
+
+def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype):
+    """The serial level of the two-level walks (``state_seg_carry_kernel``): Xs [NS, H, K, V] (the x entering every
+    segment) and, with xT, the x leaving each sequence. Products in TF32 for bfloat16 inputs, 3xTF32 for float16 and
+    IEEE float32 for float32 (as the d-scan's maps, ``dscan_chunk._map_config``)."""
+    prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(dtype, "ieee")
+    BVC = min(next_pow2(V), _ENV("OSDN_WALK_CARRY_BV", 64))
+    state_seg_carry_kernel[(cdiv(V, BVC), N * H)](
+        maps, offs_b, x0, segs[2], Xs, xT, H=H, K=K, V=V, BK=BK, BV=BVC, HAS_X0=x0 is not None,
+        STORE_XT=xT is not None, REVERSE=reverse, PREC=os.environ.get("OSDN_WALK_CARRY_PREC", prec),
+        num_warps=_ENV("OSDN_WALK_CARRY_WARPS", 8), num_stages=1,
+    )
 
 
 def _dscan_mode() -> str:
@@ -287,6 +318,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     # of the output's dot
     ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean or wu else None
     BVF, FS = _fwd_walk_config(BK, BV, DT)
+    LSW = walk_segment_length(N * H, cu_host, BT, BK)
+    segs_w = scan_segment_tensors(cu_host, BT, LSW, dev) if LSW else None  # the two-level walks' segments
     if wu:
         wk = torch.empty(1, T, H, K, device=dev, dtype=ubuf.dtype)  # W, transient
         if NT > 0:
@@ -294,11 +327,28 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
                 k, v, beta, g, M, wk, ubuf, cu, idx, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, DT=DT,
                 PREC=PREC, num_warps=_ENV("OSDN_WU_WARPS", 4), num_stages=1,
             )
-        state_fwd_wu_kernel[(cdiv(V, BVF), N * H)](
-            wk, w, ubuf, g, h0, hbuf, hT, cu, offs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None,
-            HAS_H0=h0 is not None, STORE_HT=output_final_state, DT=DT, PREC=PREC,
-            num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS,
-        )
+        fwd_wu = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, DT=DT, PREC=PREC,
+                      num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS)
+        if segs_w is not None:
+            # two-level walk: every segment's offset and map in parallel, the segments in order, then every segment
+            # again from its start state, storing hbuf and U
+            segs = segs_w
+            cu_s, coff_s, NS = segs[0], segs[1], segs[5]
+            offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
+            maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
+            state_fwd_wu_kernel[(cdiv(V, BVF) + cdiv(K, BVF), NS * H)](
+                wk, w, ubuf, g, None, hbuf, offs_b, maps, cu_s, coff_s, HAS_H0=False, STORE_HT=True, MAPS=True,
+                **fwd_wu)
+            Xs = torch.empty(NS, H, K, V, device=dev, dtype=f32)
+            _seg_carry(maps, offs_b, h0, segs, Xs, hT, N, H, K, V, BK, False, v.dtype)
+            del maps, offs_b
+            state_fwd_wu_kernel[(cdiv(V, BVF), NS * H)](
+                wk, w, ubuf, g, Xs, hbuf, None, None, cu_s, coff_s, HAS_H0=True, STORE_HT=False, MAPS=False, **fwd_wu)
+            del Xs
+        else:
+            state_fwd_wu_kernel[(cdiv(V, BVF), N * H)](
+                wk, w, ubuf, g, h0, hbuf, hT, None, cu, offs, HAS_H0=h0 is not None, STORE_HT=output_final_state,
+                MAPS=False, **fwd_wu)
         del wk
     else:
         state_fwd_kernel[(cdiv(V, BVF), N * H)](
@@ -318,7 +368,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
                    Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu, offs=offs, scale=float(scale),
                    d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N,
-                   idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"])
+                   idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"], segs_w=segs_w)
     return o, hT, dT, aux
 
 
@@ -389,12 +439,29 @@ def _chunk_bwd(aux, do, dhT, ddT):
         BVD = _ENV("OSDN_DH_BV", BV)
         if tiles:
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
-            state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
-                q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
-                H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, HAS_DHT=dhT is not None, DT=DT,
-                PREC=PREC,
-                num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2),
-            )
+            dh_tiles = dict(H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, DT=DT, PREC=PREC,
+                            num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2))
+            segs = aux["segs_w"]
+            if segs is not None:
+                # two-level walk (as the forward's): every segment's offset and map from its end, the segments from
+                # the last, then every segment again from its dh_end, storing dhbuf, dv and dR
+                cu_s, coff_s, NS = segs[0], segs[1], segs[5]
+                offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
+                maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
+                state_bwd_dh_tiles_kernel[(cdiv(V, BVD) + cdiv(K, BVD), NS * H)](
+                    q, k, pbuf, beta, g, do, None, cu_s, coff_s, aux["scale"], dv, dhbuf, offs_b, drbuf, maps,
+                    HAS_DHT=False, MAPS=True, STORE_DH0=True, **dh_tiles)
+                Xs = torch.empty(NS, H, K, V, device=dev, dtype=f32)
+                _seg_carry(maps, offs_b, dhT, segs, Xs, dh0, N, H, K, V, BK, True, v.dtype)
+                del maps, offs_b
+                state_bwd_dh_tiles_kernel[(cdiv(V, BVD), NS * H)](
+                    q, k, pbuf, beta, g, do, Xs, cu_s, coff_s, aux["scale"], dv, dhbuf, dh0, drbuf, None,
+                    HAS_DHT=True, MAPS=False, STORE_DH0=False, **dh_tiles)
+                del Xs
+            else:
+                state_bwd_dh_tiles_kernel[(cdiv(V, BVD), N * H)](
+                    q, k, pbuf, beta, g, do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf, None,
+                    HAS_DHT=dhT is not None, MAPS=False, STORE_DH0=True, **dh_tiles)
         else:
             state_bwd_dh_kernel[(cdiv(V, BVD), N * H)](
                 q, k, aux["w"], beta, g, aux["M"], do, dhT, aux["cu"], aux["offs"], aux["scale"], dv, dhbuf, dh0, drbuf,
@@ -470,7 +537,7 @@ class ChunkOSDNFunction(torch.autograd.Function):
         if store:
             ctx.save_for_backward(*(aux[n] for n in _SAVED))
             ctx.meta = {n: aux[n] for n in ("scale", "d_min", "d_max", "BT", "DC", "DW", "BK", "BV", "DT", "PREC", "N",
-                                             "bwd_mode", "lean", "from_u", "segs_d")}
+                                             "bwd_mode", "lean", "from_u", "segs_d", "segs_w")}
         return o, hT, dT
 
     @staticmethod

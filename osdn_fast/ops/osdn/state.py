@@ -198,10 +198,38 @@ def state_wu_kernel(
 
 
 @triton.jit
+def _map_columns(o_k, o_v, m_v, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
+    """Columns of a program of a segment pass (MAPS) of the two-level walks (grid (value blocks + key blocks, NS·H)):
+    program ids past the value blocks take key columns of the segment's composed map Φ (the walk of the homogeneous
+    recurrence from the identity). Returns (is_map, its columns and their mask, the mask of the columns that read the
+    walk's inputs (none for a map block), and the [len(o_k), BV] start tile: the identity's columns or zeros)."""
+    NV: tl.constexpr = (V + BV - 1) // BV
+    is_map = tl.program_id(0) >= NV
+    # as vectors: the interpreter refuses masks of a scalar combined with a vector
+    maps_v = (tl.program_id(0) + 0 * o_v) >= NV
+    o_c = tl.where(maps_v, (tl.program_id(0) - NV) * BV + tl.arange(0, BV), o_v)
+    m_c = tl.where(maps_v, o_c < K, m_v)
+    x0 = tl.where(maps_v[None, :] & (o_k[:, None] == o_c[None, :]), 1.0, 0.0)
+    return is_map, o_c, m_c, m_v & (maps_v == 0), x0
+
+
+@triton.jit
+def _segment_end_store(offs_b, maps, x, i_nh, o_k, m_k, o_c, m_c, is_map, K: tl.constexpr, V: tl.constexpr):
+    """Store a segment pass's end tile [len(o_k), BV] (float32): a map block's into ``maps`` [NS·H, K, K], a value
+    block's into ``offs_b`` [NS·H, K, V]."""
+    m = m_k[:, None] & m_c[None, :]
+    if is_map:
+        tl.store(maps + i_nh.to(tl.int64) * K * K + o_k[:, None] * K + o_c[None, :], x, mask=m)
+    else:
+        tl.store(offs_b + i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_c[None, :], x, mask=m)
+
+
+@triton.jit
 def state_fwd_wu_kernel(
-    wk, w, u, g, h0, hbuf, hT, cu, chunk_off,
+    wk, w, u, g, h0, hbuf, hT, maps, cu, chunk_off,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, MAPS: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """The two-product state walk (``OSDN_STATE_WALK=wu``), C3 with the h⁰-independent factors formed beforehand by
     ``state_wu_kernel``: per chunk, in order::
@@ -210,23 +238,35 @@ def state_fwd_wu_kernel(
         h_end = e^{λ_n} h⁰ + (diag(e^{λ_n − λ}) K̃)ᵀ U
 
     two products, both on the chain from one chunk's state to the next. Stores every chunk-start state (hbuf) and U
-    over u; ``state_out_kernel`` forms the output for all chunks at once from them. hT [N, H, K, V] float32."""
+    over u; ``state_out_kernel`` forms the output for all chunks at once from them. hT [N, H, K, V] float32.
+
+    Two-level walk (``_walk_segments``): ``cu``, ``chunk_off`` are then segments of a sequence's chunks and a program
+    walks one segment. With MAPS (the segment pass) it stores nothing per chunk; value blocks walk from h⁰ = 0 and
+    store the segment's offset b_s (its end state) into hT [NS, H, K, V], key blocks walk the identity's columns with
+    u = 0 and store the composed map Φ_s = Π (e^{λn} I − K̃ᵀ W) into ``maps`` [NS, H, K, K], so that
+    h_end = Φ_s h_start + b_s; ``state_seg_carry_kernel`` chains the segments and a plain pass from each segment's
+    start state (h0 [NS, H, K, V]) stores hbuf and U."""
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
+    m_u = m_v
+    if MAPS:
+        is_map, o_c, m_c, m_u, h = _map_columns(o_k, o_v, m_v, K, V, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         m_t = (t0 + o_t) < t1
-        tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
+        if not MAPS:
+            tl.store(hbuf + ((c_off + c) * H + i_h) * K * V + hk, h.to(hbuf.dtype.element_ty), mask=m_h)
         wn = _rows(wk, t0, t1, i_h, H, K, BT, o_k, m_k)
         kn = _rows(w, t0, t1, i_h, H, K, BT, o_k, m_k)
-        un = _rows(u, t0, t1, i_h, H, V, BT, o_v, m_v)
+        un = _rows(u, t0, t1, i_h, H, V, BT, o_v, m_u)
         if USE_G:
             gn = tl.load(g + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
         uu = un.to(tl.float32) - tl.dot(wn.to(DT), h.to(DT), input_precision=PREC)
-        tl.store(u + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], uu.to(u.dtype.element_ty),
-                 mask=m_t[:, None] & m_v[None, :])
+        if not MAPS:
+            tl.store(u + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], uu.to(u.dtype.element_ty),
+                     mask=m_t[:, None] & m_v[None, :])
         if USE_G:
             lam = tl.cumsum(gn.to(tl.float32), axis=0)
             lam_n = tl.sum(tl.where(o_t == (t1 - t0 - 1), lam, 0.0), axis=0)
@@ -234,8 +274,50 @@ def state_fwd_wu_kernel(
             h = tl.exp(lam_n) * h + tl.dot(tl.trans(kd), uu.to(DT), input_precision=PREC)
         else:
             h = h + tl.dot(tl.trans(kn.to(DT)), uu.to(DT), input_precision=PREC)
-    if STORE_HT:
+    if MAPS:
+        _segment_end_store(hT, maps, h, i_n * H + i_h, o_k, m_k, o_c, m_c, is_map, K, V)
+    elif STORE_HT:
         tl.store(hT + (i_n * H + i_h) * K * V + hk, h, mask=m_h)
+
+
+@triton.jit
+def state_seg_carry_kernel(
+    maps, offs_b, x0, seg_ptr, Xs, xT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_X0: tl.constexpr, STORE_XT: tl.constexpr, REVERSE: tl.constexpr, PREC: tl.constexpr,
+):
+    """The serial level of the two-level walks (C3); grid (value blocks, N·H): walks sequence i_n's segments in
+    order (the forward state) or with REVERSE from the last (the state adjoint dh), x ← Φ_s x + b_s with every
+    segment's composed map Φ_s (``maps`` [NS, H, K, K]) and offset b_s (``offs_b`` [NS, H, K, V], the segment's walk
+    from 0), starting from x0 [N, H, K, V] (h0, or the cotangent of the final state) or 0. Writes Xs [NS, H, K, V]
+    (float32): the x entering every segment, and with STORE_XT the x leaving the sequence into xT [N, H, K, V]."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_x = m_k[:, None] & (o_v < V)[None, :]
+    xk = o_k[:, None] * V + o_v[None, :]
+    if HAS_X0:
+        x = tl.load(x0 + i_nh.to(tl.int64) * K * V + xk, mask=m_x, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BK, BV], dtype=tl.float32)
+    s0 = tl.load(seg_ptr + i_n)
+    s1 = tl.load(seg_ptr + i_n + 1)
+    for ss in range(0, s1 - s0):
+        if REVERSE:
+            s = (s1 - 1 - ss).to(tl.int64)
+        else:
+            s = (s0 + ss).to(tl.int64)
+        tl.store(Xs + (s * H + i_h) * K * V + xk, x, mask=m_x)
+        ph = tl.load(maps + (s * H + i_h) * K * K + o_k[:, None] * K + o_k[None, :],
+                     mask=m_k[:, None] & m_k[None, :], other=0.0)
+        b = tl.load(offs_b + (s * H + i_h) * K * V + xk, mask=m_x, other=0.0)
+        x = tl.dot(ph, x, input_precision=PREC) + b
+    if STORE_XT:
+        tl.store(xT + i_nh.to(tl.int64) * K * V + xk, x, mask=m_x)
 
 
 @triton.jit
@@ -703,9 +785,10 @@ def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: t
 @triton.jit
 def state_bwd_dh_tiles_kernel(
     q, k, p, beta, g, do, dhT, cu, chunk_off, scale,
-    dv, dhbuf, dh0, drbuf,
+    dv, dhbuf, dh0, drbuf, maps,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKT: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, HAS_DHT: tl.constexpr, MAPS: tl.constexpr, STORE_DH0: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """Serial part of the reverse pass of C3 with the state adjoint kept as key tiles (the default dh walk).
 
@@ -730,6 +813,13 @@ def state_bwd_dh_tiles_kernel(
         Adjoint of the initial state.
     drbuf : [T, H, V]
         dR (overwriting Mᵀ scale Sᵀ dO), for ``state_bwd_grads_stored_kernel``.
+
+    Two-level walk (``_walk_segments``): ``cu``, ``chunk_off`` are segments and a program walks one. With MAPS (the
+    segment pass) nothing is stored per chunk: value blocks walk from dh = 0 and store the segment's offset b_s into
+    dh0 [NS, H, K, V], key blocks walk the identity's columns without dO and Mᵀ scale Sᵀ dO and store the composed map
+    Φ_s into ``maps`` [NS, H, K, K], so that the dh entering the segment's first chunk is Φ_s dh_end + b_s;
+    ``state_seg_carry_kernel`` chains the segments from the last, and a plain pass from each segment's dh_end (dhT
+    [NS, H, K, V]) stores dhbuf, dv and dR, without STORE_DH0.
     """
     i_nh, i_n, i_h, bos, eos, o_v, m_v = _walk_program(cu, H, V, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -739,13 +829,23 @@ def state_bwd_dh_tiles_kernel(
     o_k3, m_k3 = _tile_cols(2, BKT, K)
     o_k4, m_k4 = _tile_cols(3, BKT, K)
     dh1, dh2, dh3, dh4 = _tiles_init(dhT, i_nh, HAS_DHT, o_v, m_v, K, V, BKT, BV)
+    m_u = m_v
+    if MAPS:
+        is_map, o_c, m_c, m_u, dh1 = _map_columns(o_k1, o_v, m_v, K, V, BV)
+        if K > BKT:
+            _, _, _, _, dh2 = _map_columns(o_k2, o_v, m_v, K, V, BV)
+        if K > 2 * BKT:
+            _, _, _, _, dh3 = _map_columns(o_k3, o_v, m_v, K, V, BV)
+        if K > 3 * BKT:
+            _, _, _, _, dh4 = _map_columns(o_k4, o_v, m_v, K, V, BV)
     NC = tl.cdiv(eos - bos, BT)
     for cc in range(0, NC):
         c = NC - 1 - cc
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
         m_t = (t0 + o_t) < t1
-        _tiles_store(dhbuf + ((c_off + c) * H + i_h) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
+        if not MAPS:
+            _tiles_store(dhbuf + ((c_off + c) * H + i_h) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
         bn, gn = _gate_rows(g, beta, t0, t1, i_h, H, BT, USE_G)
         b = bn.to(tl.float32)
         if USE_G:
@@ -755,7 +855,7 @@ def state_bwd_dh_tiles_kernel(
         else:
             e = tl.full([BT], 1.0, dtype=tl.float32)
             en = 1.0
-        dr = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)
+        dr = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_u).to(tl.float32)
         dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k1, m_k1, dh1, dr, DT, PREC)
         if K > BKT:
             dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k2, m_k2, dh2, dr, DT, PREC)
@@ -765,11 +865,12 @@ def state_bwd_dh_tiles_kernel(
             dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k4, m_k4, dh4, dr, DT, PREC)
         rows = ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
-        tl.store(dv + rows, (b[:, None] * dr).to(dv.dtype.element_ty), mask=m_tv)
-        tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
+        if not MAPS:
+            tl.store(dv + rows, (b[:, None] * dr).to(dv.dtype.element_ty), mask=m_tv)
+            tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
         be = b * e
         # the row scalings once a chunk on [BT, BV] (scale e^λ on dO, β e^λ on dR) instead of on every key tile
-        dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_v).to(tl.float32)).to(DT)
+        dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_u).to(tl.float32)).to(DT)
         drs = (be[:, None] * dr).to(DT)
         dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, dos, drs, USE_G, DT, PREC)
         if K > BKT:
@@ -778,7 +879,16 @@ def state_bwd_dh_tiles_kernel(
             dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, dos, drs, USE_G, DT, PREC)
         if K > 3 * BKT:
             dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, dos, drs, USE_G, DT, PREC)
-    _tiles_store(dh0 + i_nh.to(tl.int64) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
+    if MAPS:
+        _segment_end_store(dh0, maps, dh1, i_nh, o_k1, m_k1, o_c, m_c, is_map, K, V)
+        if K > BKT:
+            _segment_end_store(dh0, maps, dh2, i_nh, o_k2, m_k2, o_c, m_c, is_map, K, V)
+        if K > 2 * BKT:
+            _segment_end_store(dh0, maps, dh3, i_nh, o_k3, m_k3, o_c, m_c, is_map, K, V)
+        if K > 3 * BKT:
+            _segment_end_store(dh0, maps, dh4, i_nh, o_k4, m_k4, o_c, m_c, is_map, K, V)
+    elif STORE_DH0:
+        _tiles_store(dh0 + i_nh.to(tl.int64) * K * V, dh1, dh2, dh3, dh4, o_v, m_v, K, V, BKT)
 
 
 @triton.jit
