@@ -122,7 +122,7 @@ def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype):
     state_seg_carry_kernel[(cdiv(V, BVC), N * H)](
         maps, offs_b, x0, segs[2], Xs, xT, H=H, K=K, V=V, BK=BK, BV=BVC, HAS_X0=x0 is not None,
         STORE_XT=xT is not None, REVERSE=reverse, PREC=os.environ.get("OSDN_WALK_CARRY_PREC", prec),
-        num_warps=_ENV("OSDN_WALK_CARRY_WARPS", 8), num_stages=1,
+        num_warps=_ENV("OSDN_WALK_CARRY_WARPS", 8), num_stages=_ENV("OSDN_WALK_CARRY_STAGES", 1),
     )
 
 
@@ -334,6 +334,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
             # again from its start state, storing hbuf and U
             segs = segs_w
             cu_s, coff_s, NS = segs[0], segs[1], segs[5]
+            fwd_wu["num_stages"] = _ENV("OSDN_WALK_SEG_FWD_STAGES", FS)
             offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
             maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
             state_fwd_wu_kernel[(cdiv(V, BVF) + cdiv(K, BVF), NS * H)](
@@ -446,6 +447,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 # two-level walk (as the forward's): every segment's offset and map from its end, the segments from
                 # the last, then every segment again from its dh_end, storing dhbuf, dv and dR
                 cu_s, coff_s, NS = segs[0], segs[1], segs[5]
+                dh_tiles["num_stages"] = _ENV("OSDN_WALK_SEG_DH_STAGES", dh_tiles["num_stages"])
                 offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
                 maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
                 state_bwd_dh_tiles_kernel[(cdiv(V, BVD) + cdiv(K, BVD), NS * H)](
