@@ -146,6 +146,20 @@ def test_gpu_T1_chunk_realistic_shape_full_walks_against_float64(monkeypatch, dt
     assert_within(errs, dtype, "cuda", what="chunk_osdn realistic, full walks", l2norm=True)
 
 
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_T1_chunk_two_level_walks_against_float64(monkeypatch, dtype):
+    """The two-level state walks (segments of 4 chunks: every segment's offset and composed map in parallel, the
+    segments chained, every segment walked again from its start state), forced at the realistic shape with T = 2000
+    (32 chunks a sequence, 8 segments, the last one short): outputs, final states and every gradient against the
+    float64 torch oracle, full problem (gates, APF, an initial state and a cotangent of the final state)."""
+    monkeypatch.setenv("OSDN_WALK_SEG", "4")
+    kw = realistic_problem(B=2, T=2000, H=4, K=128, V=128, seed=11, full=True)
+    errs, _, _ = compare(chunk_osdn, kw, dtype, "cuda", oracle="torch")
+    assert_within(errs, dtype, "cuda", what="chunk_osdn realistic, two-level walks")
+
+
 def _fla(name):
     try:
         import fla.ops  # noqa: F401
