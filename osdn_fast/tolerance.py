@@ -242,17 +242,29 @@ def _dscan_desc(shapes) -> str:
 
 def _walks_desc(shapes) -> str:
     """Which serial state walks of C3 the report measured: the forward walk (``two-product``, ``full`` or ``lean``)
-    and the state adjoint's (``tiled`` or ``full``), per input dtype where they differ (``chunk._state_walk_mode``,
-    ``chunk._dh_walk_mode``)."""
-    from osdn_fast.ops.osdn.chunk import _dh_walk_mode, _key_block, _state_walk_mode, _two_product_ok
-    from osdn_fast.ops.osdn.utils import dot_dtype
+    and the state adjoint's (``tiled`` or ``full``), two-level where their segments run, per input dtype where they
+    differ (``chunk._state_walk_mode``, ``chunk._dh_walk_mode``, ``chunk.walk_segment_length``)."""
+    import numpy as np
+    from osdn_fast.ops.osdn.chunk import (_dh_walk_mode, _fwd_walk_config, _key_block, _sm_count, _state_walk_mode,
+                                          _two_product_ok, _value_block, walk_segment_length)
+    from osdn_fast.ops.osdn.utils import cdiv, dot_dtype
     NH = shapes["B"] * shapes["H"]
+    cu_host = np.arange(shapes["B"] + 1, dtype=np.int64) * shapes["T"]
+    sms = _sm_count(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     names = {"wu": "two-product", "full": "full", "lean": "lean", "tiles": "tiled"}
     desc = {}
     for n in ("float32", "float16", "bfloat16"):
         dt = getattr(torch, n)
-        walk = _state_walk_mode(_two_product_ok(_key_block(shapes["K"], dot_dtype(dt)), dt), NH)
-        desc[n] = f"forward {names[walk]}, adjoint {names[_dh_walk_mode(walk == 'lean', NH)]}"
+        DT = dot_dtype(dt)
+        BK = _key_block(shapes["K"], DT)
+        walk = _state_walk_mode(_two_product_ok(BK, dt), NH)
+        dh = _dh_walk_mode(walk == "lean", NH)
+        BVF = _fwd_walk_config(BK, _value_block(shapes["K"], shapes["V"], DT), DT)[0]
+        LS = walk_segment_length(cdiv(shapes["V"], BVF) * NH, cu_host, 64, BK, sms)
+        two = {"wu": LS, "tiles": LS}
+        fw = f"two-level {names[walk]} (segments of {LS} chunks)" if two.get(walk) else names[walk]
+        bw = f"two-level {names[dh]} (segments of {LS} chunks)" if two.get(dh) else names[dh]
+        desc[n] = f"forward {fw}, adjoint {bw}"
     if len(set(desc.values())) == 1:
         return desc["float32"]
     return "; ".join(f"{d} for {n}" for n, d in desc.items())

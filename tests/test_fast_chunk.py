@@ -149,13 +149,15 @@ def test_gpu_T1_chunk_realistic_shape_full_walks_against_float64(monkeypatch, dt
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_T1_chunk_two_level_walks_against_float64(monkeypatch, dtype):
+@pytest.mark.parametrize("full", [True, False])
+def test_gpu_T1_chunk_two_level_walks_against_float64(monkeypatch, dtype, full):
     """The two-level state walks (segments of 4 chunks: every segment's offset and composed map in parallel, the
     segments chained, every segment walked again from its start state), forced at the realistic shape with T = 2000
     (32 chunks a sequence, 8 segments, the last one short): outputs, final states and every gradient against the
-    float64 torch oracle, full problem (gates, APF, an initial state and a cotangent of the final state)."""
+    float64 torch oracle; the full problem (gates, APF, an initial state) and the plain one, whose states do not decay,
+    so that every segment's map carries the earlier segments' state whole (a cotangent of the final state in both)."""
     monkeypatch.setenv("OSDN_WALK_SEG", "4")
-    kw = realistic_problem(B=2, T=2000, H=4, K=128, V=128, seed=11, full=True)
+    kw = realistic_problem(B=2, T=2000, H=4, K=128, V=128, seed=11, full=full)
     errs, _, _ = compare(chunk_osdn, kw, dtype, "cuda", oracle="torch")
     assert_within(errs, dtype, "cuda", what="chunk_osdn realistic, two-level walks")
 

@@ -16,10 +16,10 @@ from osdn_fast.tolerance import BACKEND, assert_within, realistic_problem
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _packed_problem(gated: bool, K: int, V: int):
+def _packed_problem(gated: bool, K: int, V: int, lens=(23, 0, 41)):
     """Three packed sequences (lengths 23, 0 and 41: a partial chunk, an empty sequence, several chunks),
     h0 and d0 given; the comparison also feeds cotangents of the final state and preconditioner."""
-    lens = [23, 0, 41]
+    lens = list(lens)
     T = sum(lens)
     kw = realistic_problem(B=1, T=T, H=2, K=K, V=V, seed=17 + gated, full=True)
     rng = np.random.default_rng(5)
@@ -253,3 +253,56 @@ def test_state_walk_follows_the_pairs_and_the_gradient_key_block(monkeypatch):
     launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel"])
     compare(chunk_osdn, _packed_problem(False, 67, 70), torch.float32, DEVICE, chunk_size=32)
     assert set(launched) == {"state_fwd_kernel"}, launched
+
+
+@pytest.mark.parametrize("gated,K,V,seg", [(True, 20, 70, 1), (False, 67, 130, 2)])
+def test_two_level_walks_equal_the_plain_walks(monkeypatch, gated, K, V, seg):
+    """The two-level state walks (OSDN_WALK_SEG: segments of ``seg`` chunks; every segment's offset and composed map
+    Φ_s walked in parallel, the segments chained by x ← Φ_s x + b_s, every segment walked again from its start state)
+    give the plain walks' outputs, final state and every gradient, float32 within 1e-5 (scaled): packed sequences of
+    2, 0 and 3 chunks (segments of 1) or 2, 0 and 6 (of 2: one sequence in one segment, the other in three, the last
+    one short), an empty one, an initial state and a cotangent of the final state, V over several value blocks and K
+    over two key tiles of the dh walk (K = 67)."""
+    kw = _packed_problem(gated, K, V, lens=(23, 0, 41) if seg == 1 else (23, 0, 89))
+    monkeypatch.setenv("OSDN_STATE_WALK", "wu")
+    monkeypatch.setenv("OSDN_STATE_BWD", "split")  # the two-product walk at K = 67 in float32 (its R comes from U)
+    monkeypatch.setenv("OSDN_WALK_SEG", "0")
+    _, plain, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    monkeypatch.setenv("OSDN_WALK_SEG", str(seg))
+    launched = _spy_launches(monkeypatch, ["state_seg_carry_kernel"])
+    errs, two, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
+    assert launched == ["state_seg_carry_kernel"] * 2, launched  # the forward's and the dh walk's serial level
+    assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn two-level walks, segments of {seg}")
+    names = [n for n in plain if n in two]
+    assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)
+    _assert_agree(two, plain, ref, names, 1e-5, "two-level vs plain walks")
+
+
+def test_two_level_walks_follow_the_card_and_the_sequence_length(monkeypatch):
+    """Without OSDN_WALK_SEG the walks run two-level (segments of 64 chunks) only where the plain walk's programs fill
+    less than a third of the card, K <= 128 and some sequence has more than 128 chunks; OSDN_WALK_SEG sets the length
+    for any problem."""
+    monkeypatch.delenv("OSDN_WALK_SEG", raising=False)
+    one = np.array([0, 32768])
+    assert chunk_mod.walk_segment_length(32, one, 64, 128, 132) == 64     # (1, 32768, 16, 128), bf16
+    assert chunk_mod.walk_segment_length(64, one, 64, 128, 132) == 0      # twice the programs
+    assert chunk_mod.walk_segment_length(32, one, 64, 256, 132) == 0      # K > 128
+    assert chunk_mod.walk_segment_length(32, np.array([0, 8192]), 64, 128, 132) == 0   # 128 chunks
+    assert chunk_mod.walk_segment_length(32, np.array([0, 100, 8293]), 64, 128, 132) == 64  # one long enough
+    monkeypatch.setenv("OSDN_WALK_SEG", "2")
+    assert chunk_mod.walk_segment_length(512, np.array([0, 320]), 64, 128, 132) == 2
+    assert chunk_mod.walk_segment_length(512, np.array([0, 256]), 64, 128, 132) == 0   # 4 chunks: one segment would do
+    monkeypatch.setenv("OSDN_WALK_SEG", "0")
+    assert chunk_mod.walk_segment_length(1, one, 64, 128, 132) == 0
+
+
+def test_two_level_walks_float16_within_bounds(monkeypatch):
+    """Forced in float16 (W, u, U, P and dR rounded to float16 between kernels as in the plain walks; the maps and the
+    carries in float32): within the float16 bounds against the float64 reference."""
+    for name in ("OSDN_STATE_WALK", "OSDN_STATE_BWD", "OSDN_BWD_GRAD_BKO", "OSDN_DH_WALK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OSDN_WALK_SEG", "1")
+    launched = _spy_launches(monkeypatch, ["state_seg_carry_kernel"])
+    errs, _, _ = compare(chunk_osdn, _packed_problem(True, 67, 70), torch.float16, DEVICE, chunk_size=16)
+    assert len(launched) == 2, launched
+    assert_within(errs, torch.float16, BACKEND, what="chunk_osdn two-level walks, float16")

@@ -95,34 +95,56 @@ def _dh_walk_mode(lean: bool, NH: int) -> str:
     return mode
 
 
-def walk_segment_length(NH: int, cu_host, BT: int, BK: int) -> int:
-    """Chunks per segment of the two-level state walks (0: the plain walks) for NH (sequence, head) pairs, packed
-    offsets ``cu_host``, state chunk BT and padded key size BK.
+def walk_segment_length(programs: int, cu_host, BT: int, BK: int, sms: int) -> int:
+    """Chunks per segment of the two-level state walks (0: the plain walks) for a plain walk of ``programs`` programs
+    (value blocks × sequences × heads), packed offsets ``cu_host``, state chunk BT, padded key size BK and a card of
+    ``sms`` multiprocessors.
 
     The serial walks run one program per (value block, sequence, head): at (1, 32768, 16, 128) 32 programs walk 512
     chunks each on a card of 132 SMs. The two-level walks (the two-product forward walk and the tiled dh walk) cut
     each sequence into segments of LS chunks; a segment pass walks every segment in parallel from 0 (the offset b_s)
-    and walks the identity's columns (the composed map Φ_s, K×K), ``state_seg_carry_kernel`` chains the segments
-    (x ← Φ_s x + b_s) and a plain pass from every segment's start state stores what the walk stores. Default: LS
-    when NH < 64, BK <= 128 (the serial level holds Φ_s whole) and some sequence has more than 2·LS chunks; env
-    OSDN_WALK_SEG sets LS (0: off)."""
-    LS = _ENV("OSDN_WALK_SEG", 0)
-    if LS <= 0 or NH >= 64 and "OSDN_WALK_SEG" not in os.environ or BK > 128 or len(cu_host) < 2:
+    and the identity's columns (the composed map Φ_s, K×K), ``state_seg_carry_kernel`` chains the segments
+    (x ← Φ_s x + b_s) and a plain pass from every segment's start state stores what the walk stores. That is three
+    walks' work (value columns twice, the map's K columns once) spread over many programs, and the walks hold one
+    program an SM, so it pays only where the plain walk leaves more than two thirds of the card idle: 3 · programs <
+    sms. Same-run A/Bs, bf16, H200 (reports/gpu-run-run13-NVIDIA-H200.log): fwd+bwd at (1, 32768, 16, 128) (32
+    programs) 6.649 → 6.748 / 6.375 / 6.185 / 6.121 ms with segments of 8 / 16 / 32 / 64 chunks (dh walk 1.556 →
+    1.227, forward walk 0.763 → 0.489 plus 0.064 for the carries at 64); at (2, 16384, 16, 128) (64 programs)
+    5.445 → 6.090 at 32 (calls 1, 2). Default: 64 chunks where 3 · programs < sms, BK <= 128 (the serial level
+    holds Φ_s whole) and some sequence has more than 2 · 64 chunks; env OSDN_WALK_SEG sets LS for any problem (0:
+    off; small values for tests)."""
+    if "OSDN_WALK_SEG" in os.environ:
+        LS = _ENV("OSDN_WALK_SEG", 0)
+    else:
+        LS = 64 if 3 * programs < sms else 0
+    if LS <= 0 or BK > 128 or len(cu_host) < 2:
         return 0
     max_chunks = -(-int((cu_host[1:] - cu_host[:-1]).max()) // BT)
     return LS if max_chunks > 2 * LS else 0
 
 
+def _sm_count(device) -> int:
+    """Multiprocessors of ``device``'s card (cached); 132 (an H100 or H200 SXM) off the GPU, so that the interpreter
+    follows the policies of the cards measured."""
+    if device.type != "cuda":
+        return 132
+    return cached(("sms", device), lambda: torch.cuda.get_device_properties(device).multi_processor_count)
+
+
 def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype):
     """The serial level of the two-level walks (``state_seg_carry_kernel``): Xs [NS, H, K, V] (the x entering every
     segment) and, with xT, the x leaving each sequence. Products in TF32 for bfloat16 inputs, 3xTF32 for float16 and
-    IEEE float32 for float32 (as the d-scan's maps, ``dscan_chunk._map_config``)."""
+    IEEE float32 for float32 (as the d-scan's maps, ``dscan_chunk._map_config``). 32 columns, 4 warps and 2 stages
+    (the next segment's map and offset loaded while this one's product runs): carries 0.132 → 0.082 ms against 64
+    columns, 8 warps, 1 stage at (1, 32768, 16, 128), segments of 32 chunks (float32 dots: the 16-bit narrow-dot fault
+    noted in ``_chunk_fwd`` does not concern them). Env OSDN_WALK_CARRY_BV, OSDN_WALK_CARRY_WARPS,
+    OSDN_WALK_CARRY_STAGES, OSDN_WALK_CARRY_PREC."""
     prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(dtype, "ieee")
-    BVC = min(next_pow2(V), _ENV("OSDN_WALK_CARRY_BV", 64))
+    BVC = min(next_pow2(V), _ENV("OSDN_WALK_CARRY_BV", 32))
     state_seg_carry_kernel[(cdiv(V, BVC), N * H)](
         maps, offs_b, x0, segs[2], Xs, xT, H=H, K=K, V=V, BK=BK, BV=BVC, HAS_X0=x0 is not None,
         STORE_XT=xT is not None, REVERSE=reverse, PREC=os.environ.get("OSDN_WALK_CARRY_PREC", prec),
-        num_warps=_ENV("OSDN_WALK_CARRY_WARPS", 8), num_stages=_ENV("OSDN_WALK_CARRY_STAGES", 1),
+        num_warps=_ENV("OSDN_WALK_CARRY_WARPS", 4), num_stages=_ENV("OSDN_WALK_CARRY_STAGES", 2),
     )
 
 
@@ -174,6 +196,20 @@ def dscan_plan(K: int, BT: int, NH: int, cu_host, dtype: torch.dtype):
 def _bv(BK: int, V: int) -> int:
     cap = 64 if BK <= 64 else (32 if BK <= 128 else 16)
     return min(next_pow2(V), _ENV("OSDN_BV", cap))
+
+
+def _value_block(K: int, V: int, DT) -> int:
+    """Value columns per program of the state kernels for key size K, value size V and dot operands of dtype DT.
+
+    16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an illegal memory
+    access (BV = 16) or wrong results (BV = 32, K = 128), and on an H200 an illegal memory access (OSDN_BV16=32,
+    reports/gpu-run-NVIDIA-H200-run5.log, call 2), although the same dot shapes alone compute correctly
+    (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct (``_key_block``). Env OSDN_BV16 (A/B of narrower
+    blocks on a GPU), OSDN_BV."""
+    BV = _bv(next_pow2(K), V)
+    if DT is not tl.float32:
+        BV = _ENV("OSDN_BV16", max(64, BV) if _key_block(K, DT) <= 128 else 64)
+    return BV
 
 
 def _fwd_walk_config(BK: int, BV: int, DT):
@@ -267,13 +303,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     BT = int(chunk_size)
     DT = dot_dtype(v.dtype)  # the streamed dtype (q, k are float32 after the in-kernel L2 normalisation)
     BK = _key_block(K, DT)
-    BV = _bv(next_pow2(K), V)
-    if DT is not tl.float32:
-        # 16-bit tensor-core dots: with value blocks narrower than 64 columns Triton 3.6 on H100 produced an
-        # illegal memory access (BV = 16) or wrong results (BV = 32, K = 128), and on an H200 an illegal memory
-        # access (OSDN_BV16=32, reports/gpu-run-NVIDIA-H200-run5.log, call 2), although the same dot shapes alone
-        # compute correctly (_repro_narrow_dot.py, call 1); blocks of >= 64 are correct (``_key_block``).
-        BV = _ENV("OSDN_BV16", max(64, BV) if BK <= 128 else 64)  # env: A/B of narrower blocks on a GPU
+    BV = _value_block(K, V, DT)
     PREC = "ieee" if v.dtype == torch.float32 else "tf32"
     idx, offs, NT = chunk_index_tensors(cu_host, BT, q.device)
     dev = q.device
@@ -318,8 +348,9 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     # of the output's dot
     ubuf = torch.empty(1, T, H, V, device=dev, dtype=f32 if DT is tl.float32 else v.dtype) if lean or wu else None
     BVF, FS = _fwd_walk_config(BK, BV, DT)
-    LSW = walk_segment_length(N * H, cu_host, BT, BK)
-    segs_w = scan_segment_tensors(cu_host, BT, LSW, dev) if LSW else None  # the two-level walks' segments
+    # the two-level walks' segments, for the two-product forward walk and the tiled dh walk where they run
+    LSW = walk_segment_length(cdiv(V, BVF) * N * H, cu_host, BT, BK, _sm_count(dev))
+    segs_w = scan_segment_tensors(cu_host, BT, LSW, dev) if LSW else None
     if wu:
         wk = torch.empty(1, T, H, K, device=dev, dtype=ubuf.dtype)  # W, transient
         if NT > 0:
@@ -447,7 +478,10 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 # two-level walk (as the forward's): every segment's offset and map from its end, the segments from
                 # the last, then every segment again from its dh_end, storing dhbuf, dv and dR
                 cu_s, coff_s, NS = segs[0], segs[1], segs[5]
-                dh_tiles["num_stages"] = _ENV("OSDN_WALK_SEG_DH_STAGES", dh_tiles["num_stages"])
+                # 1 stage: the segment passes fill the card, and without the staged loads' shared memory (2 stages)
+                # two programs fit an SM: dh walk 1.236 → 1.173 ms at (1, 32768, 16, 128), segments of 32 (run13
+                # log, call 2; the forward walk was slower at 1 stage: 0.506 → 0.594)
+                dh_tiles["num_stages"] = _ENV("OSDN_WALK_SEG_DH_STAGES", 1)
                 offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
                 maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
                 state_bwd_dh_tiles_kernel[(cdiv(V, BVD) + cdiv(K, BVD), NS * H)](
