@@ -42,11 +42,12 @@ def test_walks_named_follow_the_pairs_and_dtypes():
     assert tolerance._walks_desc(dict(B=2, T=2048, H=4, K=128, V=128)) == (
         "forward full, adjoint tiled for float32; forward two-product, adjoint tiled for float16; "
         "forward two-product, adjoint tiled for bfloat16")
-    # one long sequence: the 16-bit walks' 32 programs leave most of the card idle, so they run two-level; float32's
-    # 32-column blocks give 64 programs, and the plain walks
-    two = "two-level two-product (segments of 64 chunks), adjoint two-level tiled (segments of 64 chunks)"
-    assert tolerance._walks_desc(dict(B=1, T=32768, H=16, K=128, V=128)) == (
-        f"forward full, adjoint tiled for float32; forward {two} for float16; forward {two} for bfloat16")
+    # one long sequence over 4 heads: the walks' 8 (16-bit dots) or 16 (float32 dots) programs leave most of the card
+    # idle, so they run two-level (float32's forward walk is the full one, which has no two-level form)
+    seg = "two-level tiled (segments of 64 chunks)"
+    two = f"two-level two-product (segments of 64 chunks), adjoint {seg}"
+    assert tolerance._walks_desc(dict(B=1, T=32768, H=4, K=128, V=128)) == (
+        f"forward full, adjoint {seg} for float32; forward {two} for float16; forward {two} for bfloat16")
 
 
 def test_markdown_page_is_rendered_from_the_json_alone(tmp_path, monkeypatch):
