@@ -3,7 +3,8 @@
 Forward:  d-scan (E1/E2/E8; chunk form C1 of :mod:`dscan_chunk` by default, the token-serial
 :mod:`dscan` with ``OSDN_DSCAN=token``) → write keys K̃ (C2) → UT transform M = (I + A)^{-1} per chunk
 (:mod:`wy`, C3; 16×16 blocked for chunks up to 64 rows) → state walk over chunks (:mod:`state`, C3; for fewer than
-64 (sequence, head) pairs the two-product walk, with W, u and the output formed chunk-parallel, ``_state_walk_mode``).
+64 (sequence, head) pairs the two-product walk, with W, u and the output formed chunk-parallel, ``_state_walk_mode``;
+two-level for few long sequences, ``walk_segment_length``).
 Backward: reverse pass of C3 in two kernels (:mod:`state`): a serial walk over the chunks in reverse for the
 state adjoint dh (storing each chunk's dh, and dv), then one chunk-parallel program per (chunk, head) for the
 gradients of q, k, K̃, β, g from the stored chunk-start states and the stored dh (U, R recomputed); then the
@@ -96,9 +97,9 @@ def _dh_walk_mode(lean: bool, NH: int) -> str:
 
 
 def walk_segment_length(programs: int, cu_host, BT: int, BK: int, sms: int) -> int:
-    """Chunks per segment of the two-level state walks (0: the plain walks) for a plain walk of ``programs`` programs
-    (value blocks × sequences × heads), packed offsets ``cu_host``, state chunk BT, padded key size BK and a card of
-    ``sms`` multiprocessors.
+    """Chunks per segment of the two-level state walks of C3 (0: the plain walks) for a plain walk of ``programs``
+    programs (value blocks × sequences × heads), packed offsets ``cu_host``, state chunk BT, padded key size BK and a
+    card of ``sms`` multiprocessors.
 
     The serial walks run one program per (value block, sequence, head): at (1, 32768, 16, 128) 32 programs walk 512
     chunks each on a card of 132 SMs. The two-level walks (the two-product forward walk and the tiled dh walk) cut

@@ -34,6 +34,12 @@ Two-product forward walk (``state_fwd_wu_kernel``, the default for fewer than 64
 U = u − W h⁰ and h_end = e^{λ_n} h⁰ + (diag(e^{λ_n − λ}) K̃)ᵀ U (two products, both on the chain; fla's ``fwd_h`` form);
 it stores U, from which ``state_out_kernel`` forms O and the stored gradient kernel reads U (``FROM_U``).
 
+Two-level walks (the two-product forward walk and the tiled dh walk, for few long sequences, see
+``chunk.walk_segment_length``): a chunk maps its entering state affinely, h_end = (e^{λ_n} I − K̃_dᵀ W) h⁰ + K̃_dᵀ u,
+so a segment of chunks does too, h_end = Φ_s h_start + b_s. The walk kernels' MAPS pass walks every segment in parallel
+from 0 on the value columns (b_s) and from the identity on K more columns without inputs (Φ_s, K×K);
+``state_seg_carry_kernel`` chains the segments, and a plain pass walks every segment again from its start state.
+
 Lean forward walk (``OSDN_STATE_WALK=lean``, an A/B switch): the forward walk keeps only K h⁰, U = M R and the state
 update and stores U; ``state_out_kernel`` forms O for all chunks at once from hbuf and U.
 
