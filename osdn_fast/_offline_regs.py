@@ -70,6 +70,9 @@ def resources(fn, warps=4, stages=1, sass=False, **const):
     tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
     out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True)
     res = [ln.strip() for ln in out.stdout.splitlines() if "REG" in ln]
+    # the shared memory Triton asks at launch (staged loads, layout conversions): with the registers, what bounds how
+    # many programs an SM holds (228 KB of shared memory, 64 K registers on an H100 / H200)
+    res.append(f"launch shared memory {k.metadata.shared} B")
     if sass:
         text = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
         ins = [ln for ln in text.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/", ln)]
