@@ -148,7 +148,7 @@ def test_gpu_T1_chunk_realistic_shape_full_walks_against_float64(monkeypatch, dt
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("full", [True, False])
 def test_gpu_T1_chunk_two_level_walks_against_float64(monkeypatch, dtype, full):
     """The two-level state walks (segments of 4 chunks: every segment's offset and composed map in parallel, the

@@ -134,13 +134,15 @@ def _sm_count(device) -> int:
 
 def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype):
     """The serial level of the two-level walks (``state_seg_carry_kernel``): Xs [NS, H, K, V] (the x entering every
-    segment) and, with xT, the x leaving each sequence. Products in TF32 for bfloat16 inputs, 3xTF32 for float16 and
-    IEEE float32 for float32 (as the d-scan's maps, ``dscan_chunk._map_config``). 32 columns, 4 warps and 2 stages
-    (the next segment's map and offset loaded while this one's product runs): carries 0.132 → 0.082 ms against 64
-    columns, 8 warps, 1 stage at (1, 32768, 16, 128), segments of 32 chunks (float32 dots: the 16-bit narrow-dot fault
-    noted in ``_chunk_fwd`` does not concern them). Env OSDN_WALK_CARRY_BV, OSDN_WALK_CARRY_WARPS,
-    OSDN_WALK_CARRY_STAGES, OSDN_WALK_CARRY_PREC."""
-    prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(dtype, "ieee")
+    segment) and, with xT, the x leaving each sequence. The maps and offsets are float32; their products in TF32 for
+    16-bit inputs (10 mantissa bits, as many as a float16 operand of the walks' own dots keeps: the walks round the
+    state to the input dtype at every step) and IEEE float32 for float32 inputs. With float16 inputs the kernel is then
+    the one the bfloat16 GPU runs compiled. 32 columns, 4 warps and 2 stages (the next segment's map and offset loaded
+    while this one's product runs): carries 0.132 → 0.082 ms against 64 columns, 8 warps, 1 stage at
+    (1, 32768, 16, 128), segments of 32 chunks. Its dots are on float32 operands; the 16-bit narrow-dot fault noted in
+    ``_value_block`` was not seen with them (run13 log: the benchmarks and the GPU tests of fc24a40). Env
+    OSDN_WALK_CARRY_BV, OSDN_WALK_CARRY_WARPS, OSDN_WALK_CARRY_STAGES, OSDN_WALK_CARRY_PREC."""
+    prec = "ieee" if dtype == torch.float32 else "tf32"
     BVC = min(next_pow2(V), _ENV("OSDN_WALK_CARRY_BV", 32))
     state_seg_carry_kernel[(cdiv(V, BVC), N * H)](
         maps, offs_b, x0, segs[2], Xs, xT, H=H, K=K, V=V, BK=BK, BV=BVC, HAS_X0=x0 is not None,
