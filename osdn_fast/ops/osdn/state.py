@@ -246,12 +246,12 @@ def state_fwd_wu_kernel(
     two products, both on the chain from one chunk's state to the next. Stores every chunk-start state (hbuf) and U
     over u; ``state_out_kernel`` forms the output for all chunks at once from them. hT [N, H, K, V] float32.
 
-    Two-level walk (``_walk_segments``): ``cu``, ``chunk_off`` are then segments of a sequence's chunks and a program
-    walks one segment. With MAPS (the segment pass) it stores nothing per chunk; value blocks walk from h⁰ = 0 and
-    store the segment's offset b_s (its end state) into hT [NS, H, K, V], key blocks walk the identity's columns with
-    u = 0 and store the composed map Φ_s = Π (e^{λn} I − K̃ᵀ W) into ``maps`` [NS, H, K, K], so that
-    h_end = Φ_s h_start + b_s; ``state_seg_carry_kernel`` chains the segments and a plain pass from each segment's
-    start state (h0 [NS, H, K, V]) stores hbuf and U."""
+    Two-level walk (``chunk.walk_segment_length``): ``cu``, ``chunk_off`` are then segments of a sequence's chunks
+    and a program walks one segment. With MAPS (the segment pass) it stores nothing per chunk; value blocks walk from
+    h⁰ = 0 and store the segment's offset b_s (its end state) into hT [NS, H, K, V], key blocks walk the identity's
+    columns with u = 0 and store the composed map Φ_s = Π (e^{λn} I − K̃_dᵀ W), K̃_d = diag(e^{λn−λ}) K̃, into ``maps``
+    [NS, H, K, K], so that h_end = Φ_s h_start + b_s; ``state_seg_carry_kernel`` chains the segments and a plain
+    pass from each segment's start state (h0 [NS, H, K, V]) stores hbuf and U."""
     i_n, i_h, bos, eos, o_k, m_k, o_v, m_v, hk, m_h, h = _state_block(cu, h0, HAS_H0, H, K, V, BK, BV)
     m_u = m_v
     if MAPS:
@@ -820,10 +820,11 @@ def state_bwd_dh_tiles_kernel(
     drbuf : [T, H, V]
         dR (overwriting Mᵀ scale Sᵀ dO), for ``state_bwd_grads_stored_kernel``.
 
-    Two-level walk (``_walk_segments``): ``cu``, ``chunk_off`` are segments and a program walks one. With MAPS (the
-    segment pass) nothing is stored per chunk: value blocks walk from dh = 0 and store the segment's offset b_s into
-    dh0 [NS, H, K, V], key blocks walk the identity's columns without dO and Mᵀ scale Sᵀ dO and store the composed map
-    Φ_s into ``maps`` [NS, H, K, K], so that the dh entering the segment's first chunk is Φ_s dh_end + b_s;
+    Two-level walk (``chunk.walk_segment_length``): ``cu``, ``chunk_off`` are segments and a program walks one. With
+    MAPS (the segment pass) nothing is stored per chunk: value blocks walk from dh = 0 and store the segment's offset
+    b_s into dh0 [NS, H, K, V], key blocks walk the identity's columns without dO and Mᵀ scale Sᵀ dO and store the
+    composed map Φ_s into ``maps`` [NS, H, K, K], so that the dh entering the segment's first chunk is
+    Φ_s dh_end + b_s;
     ``state_seg_carry_kernel`` chains the segments from the last, and a plain pass from each segment's dh_end (dhT
     [NS, H, K, V]) stores dhbuf, dv and dR, without STORE_DH0.
     """
