@@ -31,8 +31,9 @@ def _packed_problem(gated: bool, K: int, V: int, lens=(23, 0, 41)):
     return kw
 
 
-def _spy_launches(monkeypatch, names):
-    """Record, in order, which of the chunk module's kernels ``names`` are launched."""
+def _spy_launches(monkeypatch, names, grids=None):
+    """Record, in order, which of the chunk module's kernels ``names`` are launched (and their grids into the list
+    ``grids``, when given)."""
     launched = []
 
     class Spy:
@@ -41,6 +42,8 @@ def _spy_launches(monkeypatch, names):
 
         def __getitem__(self, grid):
             launched.append(self.name)
+            if grids is not None:
+                grids.append((self.name, tuple(grid)))
             return self.kern[grid]
 
     for name in names:
@@ -255,23 +258,31 @@ def test_state_walk_follows_the_pairs_and_the_gradient_key_block(monkeypatch):
     assert set(launched) == {"state_fwd_kernel"}, launched
 
 
-@pytest.mark.parametrize("gated,K,V,seg", [(True, 20, 70, 1), (False, 67, 70, 2)])
-def test_two_level_walks_equal_the_plain_walks(monkeypatch, gated, K, V, seg):
+@pytest.mark.parametrize("gated,K,V,seg,dh_maps", [(True, 20, 70, 1, "forward"), (False, 67, 70, 2, "forward"),
+                                                    (True, 67, 70, 2, "own")])
+def test_two_level_walks_equal_the_plain_walks(monkeypatch, gated, K, V, seg, dh_maps):
     """The two-level state walks (OSDN_WALK_SEG: segments of ``seg`` chunks; every segment's offset and composed map
     Φ_s walked in parallel, the segments chained by x ← Φ_s x + b_s, every segment walked again from its start state)
     give the plain walks' outputs, final state and every gradient, float32 within 1e-5 (scaled): packed sequences of
     2, 0 and 3 chunks (segments of 1) or 2, 0 and 5 (of 2: one sequence in one segment, the other in three, the last
     one short), an empty one, an initial state and a cotangent of the final state, V over several value blocks and K
-    over two key tiles of the dh walk (K = 67)."""
+    over two key tiles of the dh walk (K = 67). The dh walk's segment maps are the forward's transposed (the default:
+    its segment pass launches the value blocks only) or its own (OSDN_WALK_DH_MAPS=own: value and key blocks)."""
     kw = _packed_problem(gated, K, V, lens=(23, 0, 41) if seg == 1 else (23, 0, 73))
     monkeypatch.setenv("OSDN_STATE_WALK", "wu")
     monkeypatch.setenv("OSDN_STATE_BWD", "split")  # the two-product walk at K = 67 in float32 (its R comes from U)
     monkeypatch.setenv("OSDN_WALK_SEG", "0")
     _, plain, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     monkeypatch.setenv("OSDN_WALK_SEG", str(seg))
-    launched = _spy_launches(monkeypatch, ["state_seg_carry_kernel"])
+    monkeypatch.setenv("OSDN_WALK_DH_MAPS", dh_maps)
+    grids = []
+    launched = _spy_launches(monkeypatch, ["state_seg_carry_kernel", "state_bwd_dh_tiles_kernel"], grids)
     errs, two, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    assert launched == ["state_seg_carry_kernel"] * 2, launched  # the forward's and the dh walk's serial level
+    # the forward's and the dh walk's serial level; the dh walk's segment pass, then its plain pass
+    assert launched == ["state_seg_carry_kernel", "state_bwd_dh_tiles_kernel", "state_seg_carry_kernel",
+                        "state_bwd_dh_tiles_kernel"], launched
+    value_blocks = grids[3][1][0]
+    assert (grids[1][1][0] > value_blocks) == (dh_maps == "own"), grids
     assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn two-level walks, segments of {seg}")
     names = [n for n in plain if n in two]
     assert {"o", "final_state", "dq", "dk", "dv", "dbeta", "dinitial_state"} <= set(names)

@@ -124,6 +124,22 @@ def walk_segment_length(programs: int, cu_host, BT: int, BK: int, sms: int) -> i
     return LS if max_chunks > 2 * LS else 0
 
 
+def _dh_maps_source() -> str:
+    """Where the two-level dh walk takes its segment maps (C3 reversed): ``forward`` (default), the forward walk's
+    maps transposed, or ``own``, composed by its own segment pass (env OSDN_WALK_DH_MAPS).
+
+    A chunk's state map is affine, h_end = A_c h⁰ + (terms without h⁰) with A_c = e^{λn} I − (diag(e^{λn−λ}) K̃)ᵀ M
+    diag(β e^λ) K, and the dh walk's chunk map is its adjoint A_cᵀ; so a segment's dh map A_1ᵀ ⋯ A_nᵀ is the
+    transpose of its forward map Φ_s = A_n ⋯ A_1. The forward's two-level walk composes Φ_s anyway; keeping it
+    (NS · H · K² float32: 8 MiB at (1, 32768, 16, 128)) spares the dh segment pass its K map columns, half its
+    programs there. The forward computes the maps with its own operands (K̃, W = M diag(β e^λ) K) and the dh walk
+    with its (P = Mᵀ diag(e^{λn−λ}) K̃, K): equal in exact arithmetic, rounded differently."""
+    mode = os.environ.get("OSDN_WALK_DH_MAPS", "forward")
+    if mode not in ("forward", "own"):
+        raise ValueError(f"OSDN_WALK_DH_MAPS: expected 'forward' or 'own', got {mode!r}")
+    return mode
+
+
 def _sm_count(device) -> int:
     """Multiprocessors of ``device``'s card (cached); 132 (an H100 or H200 SXM) off the GPU, so that the interpreter
     follows the policies of the cards measured."""
@@ -132,7 +148,7 @@ def _sm_count(device) -> int:
     return cached(("sms", device), lambda: torch.cuda.get_device_properties(device).multi_processor_count)
 
 
-def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype):
+def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype, maps_t=False):
     """The serial level of the two-level walks (``state_seg_carry_kernel``): Xs [NS, H, K, V] (the x entering every
     segment) and, with xT, the x leaving each sequence. The maps and offsets are float32; their products in TF32 for
     16-bit inputs (10 mantissa bits, as many as a float16 operand of the walks' own dots keeps: the walks round the
@@ -140,13 +156,14 @@ def _seg_carry(maps, offs_b, x0, segs, Xs, xT, N, H, K, V, BK, reverse, dtype):
     the one the bfloat16 GPU runs compiled. 32 columns, 4 warps and 2 stages (the next segment's map and offset loaded
     while this one's product runs): carries 0.132 → 0.082 ms against 64 columns, 8 warps, 1 stage at
     (1, 32768, 16, 128), segments of 32 chunks. Its dots are on float32 operands; the 16-bit narrow-dot fault noted in
-    ``_value_block`` was not seen with them (run13 log: the benchmarks and the GPU tests of fc24a40). Env
+    ``_value_block`` was not seen with them (run13 log: the benchmarks and the GPU tests of fc24a40). With ``maps_t``
+    it reads the maps transposed (the dh walk's level with the forward walk's maps, ``_dh_maps_source``). Env
     OSDN_WALK_CARRY_BV, OSDN_WALK_CARRY_WARPS, OSDN_WALK_CARRY_STAGES, OSDN_WALK_CARRY_PREC."""
     prec = "ieee" if dtype == torch.float32 else "tf32"
     BVC = min(next_pow2(V), _ENV("OSDN_WALK_CARRY_BV", 32))
     state_seg_carry_kernel[(cdiv(V, BVC), N * H)](
         maps, offs_b, x0, segs[2], Xs, xT, H=H, K=K, V=V, BK=BK, BV=BVC, HAS_X0=x0 is not None,
-        STORE_XT=xT is not None, REVERSE=reverse, PREC=os.environ.get("OSDN_WALK_CARRY_PREC", prec),
+        STORE_XT=xT is not None, REVERSE=reverse, MAPS_T=maps_t, PREC=os.environ.get("OSDN_WALK_CARRY_PREC", prec),
         num_warps=_ENV("OSDN_WALK_CARRY_WARPS", 4), num_stages=_ENV("OSDN_WALK_CARRY_STAGES", 2),
     )
 
@@ -354,6 +371,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     # the two-level walks' segments, for the two-product forward walk and the tiled dh walk where they run
     LSW = walk_segment_length(cdiv(V, BVF) * N * H, cu_host, BT, BK, _sm_count(dev))
     segs_w = scan_segment_tensors(cu_host, BT, LSW, dev) if LSW else None
+    maps_w = None  # the forward two-level walk's segment maps, kept for the dh walk
     if wu:
         wk = torch.empty(1, T, H, K, device=dev, dtype=ubuf.dtype)  # W, transient
         if NT > 0:
@@ -376,6 +394,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
                 **fwd_wu)
             Xs = torch.empty(NS, H, K, V, device=dev, dtype=f32)
             _seg_carry(maps, offs_b, h0, segs, Xs, hT, N, H, K, V, BK, False, v.dtype)
+            # the backward's dh walk reads these maps transposed (``_dh_maps_source``)
+            maps_w = maps if store and _dh_maps_source() == "forward" else None
             del maps, offs_b
             state_fwd_wu_kernel[(cdiv(V, BVF), NS * H)](
                 wk, w, ubuf, g, Xs, hbuf, None, None, cu_s, coff_s, HAS_H0=True, STORE_HT=False, MAPS=False, **fwd_wu)
@@ -403,7 +423,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
                    Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu, offs=offs, scale=float(scale),
                    d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N,
-                   idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"], segs_w=segs_w)
+                   idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"], segs_w=segs_w,
+                   maps_w=maps_w)
     return o, hT, dT, aux
 
 
@@ -486,12 +507,18 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 # log, call 2; the forward walk was slower at 1 stage: 0.506 → 0.594)
                 dh_tiles["num_stages"] = _ENV("OSDN_WALK_SEG_DH_STAGES", 1)
                 offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
-                maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
-                state_bwd_dh_tiles_kernel[(cdiv(V, BVD) + cdiv(K, BVD), NS * H)](
+                # the forward's maps transposed where it kept them (``_dh_maps_source``): the segment pass then walks
+                # the value columns only (its map blocks, past the value blocks, are not launched; ``maps`` is not
+                # written)
+                maps = aux.get("maps_w")
+                own = maps is None
+                if own:
+                    maps = torch.empty(NS, H, K, K, device=dev, dtype=f32)
+                state_bwd_dh_tiles_kernel[(cdiv(V, BVD) + (cdiv(K, BVD) if own else 0), NS * H)](
                     q, k, pbuf, beta, g, do, None, cu_s, coff_s, aux["scale"], dv, dhbuf, offs_b, drbuf, maps,
                     HAS_DHT=False, MAPS=True, STORE_DH0=True, **dh_tiles)
                 Xs = torch.empty(NS, H, K, V, device=dev, dtype=f32)
-                _seg_carry(maps, offs_b, dhT, segs, Xs, dh0, N, H, K, V, BK, True, v.dtype)
+                _seg_carry(maps, offs_b, dhT, segs, Xs, dh0, N, H, K, V, BK, True, v.dtype, maps_t=not own)
                 del maps, offs_b
                 state_bwd_dh_tiles_kernel[(cdiv(V, BVD), NS * H)](
                     q, k, pbuf, beta, g, do, Xs, cu_s, coff_s, aux["scale"], dv, dhbuf, dh0, drbuf, None,
@@ -561,7 +588,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
 
 # tensors the forward saves for the backward, by their names in ``_chunk_fwd``'s aux (None where not used)
 _SAVED = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
-          "offs_d", "Phi_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx")
+          "offs_d", "Phi_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx", "maps_w")
 
 
 class ChunkOSDNFunction(torch.autograd.Function):

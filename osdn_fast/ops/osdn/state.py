@@ -290,13 +290,14 @@ def state_fwd_wu_kernel(
 def state_seg_carry_kernel(
     maps, offs_b, x0, seg_ptr, Xs, xT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_X0: tl.constexpr, STORE_XT: tl.constexpr, REVERSE: tl.constexpr, PREC: tl.constexpr,
+    HAS_X0: tl.constexpr, STORE_XT: tl.constexpr, REVERSE: tl.constexpr, MAPS_T: tl.constexpr, PREC: tl.constexpr,
 ):
     """The serial level of the two-level walks (C3); grid (value blocks, N·H): walks sequence i_n's segments in
     order (the forward state) or with REVERSE from the last (the state adjoint dh), x ← Φ_s x + b_s with every
-    segment's composed map Φ_s (``maps`` [NS, H, K, K]) and offset b_s (``offs_b`` [NS, H, K, V], the segment's walk
-    from 0), starting from x0 [N, H, K, V] (h0, or the cotangent of the final state) or 0. Writes Xs [NS, H, K, V]
-    (float32): the x entering every segment, and with STORE_XT the x leaving the sequence into xT [N, H, K, V]."""
+    segment's composed map Φ_s (``maps`` [NS, H, K, K], read transposed with MAPS_T: the dh walk's map is the
+    transpose of the forward walk's) and offset b_s (``offs_b`` [NS, H, K, V], the segment's walk from 0), starting
+    from x0 [N, H, K, V] (h0, or the cotangent of the final state) or 0. Writes Xs [NS, H, K, V] (float32): the x
+    entering every segment, and with STORE_XT the x leaving the sequence into xT [N, H, K, V]."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -318,8 +319,11 @@ def state_seg_carry_kernel(
         else:
             s = (s0 + ss).to(tl.int64)
         tl.store(Xs + (s * H + i_h) * K * V + xk, x, mask=m_x)
-        ph = tl.load(maps + (s * H + i_h) * K * K + o_k[:, None] * K + o_k[None, :],
-                     mask=m_k[:, None] & m_k[None, :], other=0.0)
+        if MAPS_T:
+            pk = o_k[:, None] + o_k[None, :] * K
+        else:
+            pk = o_k[:, None] * K + o_k[None, :]
+        ph = tl.load(maps + (s * H + i_h) * K * K + pk, mask=m_k[:, None] & m_k[None, :], other=0.0)
         b = tl.load(offs_b + (s * H + i_h) * K * V + xk, mask=m_x, other=0.0)
         x = tl.dot(ph, x, input_precision=PREC) + b
     if STORE_XT:
