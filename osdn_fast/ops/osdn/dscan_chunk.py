@@ -497,9 +497,9 @@ def dscan_chunk_bwd_walk_kernel(
 
 @triton.jit
 def dscan_chunk_map_kernel(
-    k, beta, alpha, eta, Md, cu_seg, Phi,
+    k, beta, alpha, eta, d_prior, Md, cu_seg, Phi, Cs,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, OFFSETS: tl.constexpr = False,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -512,6 +512,11 @@ def dscan_chunk_map_kernel(
     The reverse carry ``dscan_chunk_bwd_walk_kernel`` is z ← Aᵀ z + g⁰ over the chunks from the right, so its
     segment map is A_1ᵀ ⋯ A_nᵀ = (A_n ⋯ A_1)ᵀ = Φᵀ: the backward reads the forward's Phi transposed
     (``dscan_chunk_seg_kernel`` with REVERSE) and composes no maps of its own.
+
+    With OFFSETS the program of the first column block also runs the carry from δ = 0 over the same chunks (what
+    ``dscan_chunk_fwd_kernel`` with DEV_IO computes from no d0: δ ← Γ_n δ + Σ_j R(n, j) w_j û_j with
+    w = η M_d (a − Γ ⊙ U δ), a = 1 − U d°) and writes the segment's offset c into Cs [NS, H, K] (fp32): one walk over
+    the segment's chunks instead of two, sharing their loads.
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
@@ -525,6 +530,9 @@ def dscan_chunk_map_kernel(
     o_k = tl.arange(0, BK)
     o_j = i_j * BN + tl.arange(0, BN)
     phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
+    if OFFSETS:
+        dp = tl.load(d_prior + i_h * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+        delta = tl.zeros([BK], dtype=tl.float32)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
@@ -548,8 +556,14 @@ def dscan_chunk_map_kernel(
         y = tl.dot(Y, phi, input_precision=PREC)
         y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
         phi = gam_n * phi - et * y
+        if OFFSETS:
+            wv = _carry_w(Mi, u, dp, et, gam, delta)
+            delta = gam_n * delta + tl.sum((rnh * wv)[:, None] * u, axis=0)
     tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
              mask=(o_k[:, None] < K) & (o_j[None, :] < K))
+    if OFFSETS:
+        # vector masks (the interpreter refuses a scalar condition in a mask)
+        tl.store(Cs + (i_s.to(tl.int64) * H + i_h) * K + o_k, delta, mask=(o_k < K) & (i_j + 0 * o_k == 0))
 
 
 @triton.jit
@@ -739,18 +753,25 @@ def _map_config(BK: int, w_dtype) -> tuple:
     return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
 
 
-def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
-    """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
+def _segment_maps(k, beta, alpha, eta, d_prior, Md, segs, H, K, BK, C, w_dtype, Cs=None):
+    """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose); with ``Cs``
+    [NS, H, K] also every segment's offset (the carry from 0), in the same walk."""
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     maxnreg = _env("OSDN_DSCAN_MAP_MAXNREG", 0)  # A/B only: 128 was slower (run9 log, call 2)
     extra = {"maxnreg": maxnreg} if maxnreg else {}
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
-        k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        PREC=prec, num_warps=nwm, num_stages=1, **extra,
+        k, beta, alpha, eta, d_prior, Md, cu_s, Phi, Cs, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
+        PREC=prec, OFFSETS=Cs is not None, num_warps=nwm, num_stages=1, **extra,
     )
     return Phi
+
+
+def _map_offsets() -> bool:
+    """Whether the segment map kernel also walks the segments' offsets (default yes; env OSDN_DSCAN_MAP_OFFSETS=0
+    for the separate offset pass of ``dscan_chunk_fwd_kernel``)."""
+    return bool(_env("OSDN_DSCAN_MAP_OFFSETS", 1))
 
 
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
@@ -797,15 +818,17 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
-        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
-        dscan_chunk_fwd_kernel[(NS, H)](
-            k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
-        )
+        fused = _map_offsets()
+        Phi = _segment_maps(k, beta, alpha, eta, d_prior, Md, segs, H, K, BK, C, w_dtype, Cs if fused else None)
+        if not fused:
+            dscan_chunk_fwd_kernel[(NS, H)](
+                k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+                HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
+            )
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
-                                       X0_MINUS_DP=True, REVERSE=False, num_warps=8)
+                                       X0_MINUS_DP=True, REVERSE=False, num_warps=_env("OSDN_DSCAN_SEG_WARPS", 8))
         dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
@@ -873,7 +896,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         )
         Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
-                                       X0_MINUS_DP=False, REVERSE=True, num_warps=8)
+                                       X0_MINUS_DP=False, REVERSE=True, num_warps=_env("OSDN_DSCAN_SEG_WARPS", 8))
         dd0s = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
             k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
