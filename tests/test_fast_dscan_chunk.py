@@ -354,7 +354,7 @@ def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC, T, SEG):
         y = res["chunk"][n]
         err = float((x - y).abs().max() / max(1.0, float(x.abs().max())))
         assert err <= TOL, f"{n}: token vs chunk scan differ by {err:.2e} (C={C})"
-    # the forward and the reverse carry ran on two levels, on the maps the forward composed once (Md: a[5])
+    # the forward and the reverse carry ran on two levels, on the maps the forward composed once (Md: a[4])
     assert len(maps) == (1 if SEG else 0)
 
 
@@ -427,14 +427,11 @@ def test_known_deta_precision_gap_on_a_K1_example(monkeypatch, scan):
     dict(T=150, cu=[0, 150], K=40, zero_rows=0.2, alpha="gates", map_bn=32),  # two column blocks of the maps
     dict(T=150, cu=[0, 10, 150], eta=0.0, clip="none"),
     dict(T=170, cu=[0, 5, 170], alpha="gates", d0=False),      # a map far from both 0 and its transpose
-    dict(T=170, cu=[0, 5, 170], alpha="gates", offsets_pass=True),  # the offsets in their own pass
-], ids=["one-seq", "packed-empty", "bare", "resets-clip", "K40-zero-keys", "eta0", "gates", "offsets-pass"])
+], ids=["one-seq", "packed-empty", "bare", "resets-clip", "K40-zero-keys", "eta0", "gates"])
 def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     """With OSDN_DSCAN_SEG=2 every sequence of more than 4 chunks is cut into segments of 2 chunks; the composed
     segment maps Φ (A = Γ_n I − η Ûᵀ diag(R(n, ·)) M_d diag(Γ) U per chunk, C1) and the adjoint maps Φᵀ carry
-    δ and z across segments; the map kernel walks the segments' offsets (the carry from 0) with the maps, or with
-    OSDN_DSCAN_MAP_OFFSETS=0 ``dscan_chunk_fwd_kernel`` does in a pass of its own. Every output and gradient equals
-    the token-serial scan and the float64 oracle.
+    δ and z across segments. Every output and gradient equals the token-serial scan and the float64 oracle.
     A reset (α = 0) in a segment makes its map 0, so the cases without resets ("bare", "K40-zero-keys", "gates")
     are the ones that tell Φ from Φᵀ (the reverse walk with Φ in place of Φᵀ fails them)."""
     from osdn_fast.ops.osdn.dscan_chunk import scan_segment_length
@@ -443,7 +440,6 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     T, cu = case.pop("T"), case.pop("cu")
     if "map_bn" in case:  # columns per program of the map kernel (default: all of them up to 128)
         monkeypatch.setenv("OSDN_DSCAN_MAP_BN", str(case.pop("map_bn")))
-    monkeypatch.setenv("OSDN_DSCAN_MAP_OFFSETS", "0" if case.pop("offsets_pass", False) else "1")
     assert scan_segment_length(C, 2, np.asarray(cu)) == 2  # the two-level path really runs
     P = make_problem(np.random.default_rng(T + C), T, 2, case.pop("K", 5), cu, **case)
     P["beta"] = stable_beta(P)

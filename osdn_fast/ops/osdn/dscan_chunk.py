@@ -497,9 +497,9 @@ def dscan_chunk_bwd_walk_kernel(
 
 @triton.jit
 def dscan_chunk_map_kernel(
-    k, beta, alpha, eta, d_prior, Md, cu_seg, Phi, Cs,
+    k, beta, alpha, eta, Md, cu_seg, Phi,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, OFFSETS: tl.constexpr = False,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -513,10 +513,10 @@ def dscan_chunk_map_kernel(
     segment map is A_1ᵀ ⋯ A_nᵀ = (A_n ⋯ A_1)ᵀ = Φᵀ: the backward reads the forward's Phi transposed
     (``dscan_chunk_seg_kernel`` with REVERSE) and composes no maps of its own.
 
-    With OFFSETS the program of the first column block also runs the carry from δ = 0 over the same chunks (what
-    ``dscan_chunk_fwd_kernel`` with DEV_IO computes from no d0: δ ← Γ_n δ + Σ_j R(n, j) w_j û_j with
-    w = η M_d (a − Γ ⊙ U δ), a = 1 − U d°) and writes the segment's offset c into Cs [NS, H, K] (fp32): one walk over
-    the segment's chunks instead of two, sharing their loads.
+    The segments' offsets (the carry from 0) come from ``dscan_chunk_fwd_kernel``'s own pass: walked here too, in the
+    first column block's program, they took this kernel 0.489 → 0.726 ms at (1, 32768, 16, 128) against 0.142 ms
+    saved in the carry (H200, bf16, fwd+bwd 5.777 → 5.849; reports/gpu-run-run14-NVIDIA-H200.log, call 2): the
+    offsets' K-reductions across 8 warps sit on the maps' chain.
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
@@ -530,9 +530,6 @@ def dscan_chunk_map_kernel(
     o_k = tl.arange(0, BK)
     o_j = i_j * BN + tl.arange(0, BN)
     phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
-    if OFFSETS:
-        dp = tl.load(d_prior + i_h * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
-        delta = tl.zeros([BK], dtype=tl.float32)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
@@ -556,14 +553,8 @@ def dscan_chunk_map_kernel(
         y = tl.dot(Y, phi, input_precision=PREC)
         y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
         phi = gam_n * phi - et * y
-        if OFFSETS:
-            wv = _carry_w(Mi, u, dp, et, gam, delta)
-            delta = gam_n * delta + tl.sum((rnh * wv)[:, None] * u, axis=0)
     tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
              mask=(o_k[:, None] < K) & (o_j[None, :] < K))
-    if OFFSETS:
-        # vector masks (the interpreter refuses a scalar condition in a mask)
-        tl.store(Cs + (i_s.to(tl.int64) * H + i_h) * K + o_k, delta, mask=(o_k < K) & (i_j + 0 * o_k == 0))
 
 
 @triton.jit
@@ -709,6 +700,12 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
 
 
+def _maxnreg(name: str) -> dict:
+    """Launch option capping a kernel's registers a thread, from env ``name`` (A/B only; none by default)."""
+    n = _env(name, 0)
+    return {"maxnreg": n} if n else {}
+
+
 def _prefix() -> bool:
     """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
     (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
@@ -753,25 +750,17 @@ def _map_config(BK: int, w_dtype) -> tuple:
     return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
 
 
-def _segment_maps(k, beta, alpha, eta, d_prior, Md, segs, H, K, BK, C, w_dtype, Cs=None):
-    """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose); with ``Cs``
-    [NS, H, K] also every segment's offset (the carry from 0), in the same walk."""
+def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
+    """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
-    maxnreg = _env("OSDN_DSCAN_MAP_MAXNREG", 0)  # A/B only: 128 was slower (run9 log, call 2)
-    extra = {"maxnreg": maxnreg} if maxnreg else {}
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
-        k, beta, alpha, eta, d_prior, Md, cu_s, Phi, Cs, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        PREC=prec, OFFSETS=Cs is not None, num_warps=nwm, num_stages=1, **extra,
+        k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
+        PREC=prec, num_warps=nwm, num_stages=1,
+        **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
     return Phi
-
-
-def _map_offsets() -> bool:
-    """Whether the segment map kernel also walks the segments' offsets (default yes; env OSDN_DSCAN_MAP_OFFSETS=0
-    for the separate offset pass of ``dscan_chunk_fwd_kernel``)."""
-    return bool(_env("OSDN_DSCAN_MAP_OFFSETS", 1))
 
 
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
@@ -818,14 +807,12 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
+        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
-        fused = _map_offsets()
-        Phi = _segment_maps(k, beta, alpha, eta, d_prior, Md, segs, H, K, BK, C, w_dtype, Cs if fused else None)
-        if not fused:
-            dscan_chunk_fwd_kernel[(NS, H)](
-                k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-                HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
-            )
+        dscan_chunk_fwd_kernel[(NS, H)](
+            k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
+        )
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=_env("OSDN_DSCAN_SEG_WARPS", 8))
@@ -875,6 +862,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), num_warps=bw, num_stages=1,
+            **_maxnreg("OSDN_DSCAN_PRE_MAXNREG"),
         )
     segs = saved.get("segs")
     if segs is None:
@@ -907,6 +895,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
             dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
+            **_maxnreg("OSDN_DSCAN_BWD_MAXNREG"),
         )
     # blocks of chunks per step: [16, BK] partials with α, 128 scalars without (0.131 → 0.002 ms at
     # (1, 32768, 16, 128), run8 log call 7, where one chunk per step walked 1024 chunks)
