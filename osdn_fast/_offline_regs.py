@@ -1,7 +1,7 @@
 """Registers, stack and spills of a Triton kernel compiled offline for sm_90 (no GPU needed).
 
 ``TRITON_INTERPRET=0 python -m osdn_fast._offline_regs MODULE.KERNEL warps=2 BT=16 BK=128 ...`` compiles ``KERNEL`` of
-``osdn_fast.ops.osdn.MODULE`` for an H100 target with the given constexprs (defaults: H=16, K=128, BK=128,
+``osdn_fast.ops.osdn.MODULE`` for an H100 target (``maxnreg=N`` caps the registers) with the given constexprs (defaults: H=16, K=128, BK=128,
 HAS_ALPHA=False, PREC=tf32, bf16 keys) and prints cuobjdump's resource usage. A tool for choosing kernel layouts
 before spending device time; what runs on the GPU (Triton 3.6 there) may differ by a few registers.
 """
@@ -37,9 +37,9 @@ def _value(s):
     return {"True": True, "False": False}.get(s, s)
 
 
-def resources(fn, warps=4, stages=1, sass=False, **const):
+def resources(fn, warps=4, stages=1, sass=False, maxnreg=0, **const):
     """cuobjdump's resource lines of ``fn`` compiled for sm_90 with these constexprs (and, with ``sass``, the
-    number of SASS instructions and the most common opcodes)."""
+    number of SASS instructions and the most common opcodes); ``maxnreg`` caps the registers a thread (0: none)."""
     if not hasattr(fn, "params"):  # osdn_fast's __init__ turns the interpreter on where there is no GPU
         raise RuntimeError("compile offline with TRITON_INTERPRET=0 set before osdn_fast is imported")
     sig, cons = {}, {}
@@ -64,7 +64,7 @@ def resources(fn, warps=4, stages=1, sass=False, **const):
     # pointers 16-byte aligned, as the launcher specializes them at run time (without it every load is scalar)
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if sig[n].startswith("*")}
     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cons, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "num_stages": stages})
+                       options={"num_warps": warps, "num_stages": stages, **({"maxnreg": maxnreg} if maxnreg else {})})
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
     tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
@@ -90,5 +90,6 @@ if __name__ == "__main__":
     warps = int(kw.pop("warps", 4))
     stages = int(kw.pop("stages", 1))
     sass = bool(_value(kw.pop("sass", "False")))
+    maxnreg = int(kw.pop("maxnreg", 0))
     print(name, {k: _value(v) for k, v in kw.items()}, "warps", warps, *resources(
-        fn, warps, stages, sass, **{k: _value(v) for k, v in kw.items()}), sep="\n  ")
+        fn, warps, stages, sass, maxnreg, **{k: _value(v) for k, v in kw.items()}), sep="\n  ")

@@ -700,10 +700,21 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
 
 
-def _maxnreg(name: str) -> dict:
-    """Launch option capping a kernel's registers a thread, from env ``name`` (A/B only; none by default)."""
-    n = _env(name, 0)
+def _maxnreg(name: str, default: int = 0) -> dict:
+    """Launch option capping a kernel's registers a thread: env ``name``, else ``default`` (0: no cap)."""
+    n = _env(name, default)
     return {"maxnreg": n} if n else {}
+
+
+def _pre_maxnreg(warps: int) -> dict:
+    """Register cap of ``dscan_chunk_bwd_pre_kernel``: 168 at 2 warps (scan chunk 16, K > 64), where it needs 216
+    (offline sm_90 compile, no stack) and so holds 4 programs an SM; at 168 (32 B of stack) it holds 6. Same-run
+    A/B on an H200, bf16 (reports/gpu-run-run14-NVIDIA-H200.log, call 3): bwd_pre 0.432 → 0.356 ms (128: 0.351, 208 B
+    of stack), fwd+bwd 5.786 → 5.716 ms at (1, 32768, 16, 128) and 4.156 → 4.087 at (8, 4096, 16, 128). The same caps
+    slowed ``dscan_chunk_bwd_kernel`` (255 registers and 48 B of stack uncapped): 0.58 → 0.78 / 1.40 ms at 168 / 128.
+    At 1 warp (K <= 64) it needs 168 anyway; 4 warps (scan chunk 32) were not measured and stay uncapped. Env
+    OSDN_DSCAN_PRE_MAXNREG (0: none), OSDN_DSCAN_BWD_MAXNREG for the backward kernel (A/B only)."""
+    return _maxnreg("OSDN_DSCAN_PRE_MAXNREG", 168 if warps == 2 else 0)
 
 
 def _prefix() -> bool:
@@ -862,7 +873,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), num_warps=bw, num_stages=1,
-            **_maxnreg("OSDN_DSCAN_PRE_MAXNREG"),
+            **_pre_maxnreg(bw),
         )
     segs = saved.get("segs")
     if segs is None:
