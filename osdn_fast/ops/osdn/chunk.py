@@ -31,7 +31,8 @@ from .dscan_chunk import dscan_chunk_backward, dscan_chunk_forward, scan_segment
 from .state import (state_bwd_dh_kernel, state_bwd_dh_tiles_kernel, state_bwd_dul_kernel, state_bwd_grads_kernel,
                     state_bwd_grads_stored_kernel, state_bwd_kernel, state_fwd_kernel, state_fwd_wu_kernel,
                     state_out_kernel, state_seg_carry_kernel, state_wu_kernel)
-from .utils import cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, next_pow2, scan_segment_tensors
+from .utils import (cached, cdiv, chunk_index_tensors, cu_tensor, dot_dtype, env_int, maxnreg, next_pow2,
+                    scan_segment_tensors)
 from .wy import wy_inverse_blocked_kernel, wy_inverse_kernel
 
 L2NORM_EPS = 1e-6
@@ -106,9 +107,9 @@ def walk_segment_length(programs: int, cu_host, BT: int, BK: int, sms: int) -> i
     each sequence into segments of LS chunks; a segment pass walks every segment in parallel from 0 (the offset b_s)
     and the identity's columns (the composed map Φ_s, K×K), ``state_seg_carry_kernel`` chains the segments
     (x ← Φ_s x + b_s) and a plain pass from every segment's start state stores what the walk stores. That is three
-    walks' work (value columns twice, the map's K columns once) spread over many programs, and the walks hold one
-    program an SM, so it pays only where the plain walk leaves more than two thirds of the card idle: 3 · programs <
-    sms. Same-run A/Bs, bf16, H200 (reports/gpu-run-run13-NVIDIA-H200.log): fwd+bwd at (1, 32768, 16, 128) (32
+    walks' work for the forward (value columns twice, the map's K columns once; the dh walk does two, reading the
+    forward's maps transposed, ``_dh_maps_source``) spread over many programs, and the walks hold one program an SM,
+    so it pays only where the plain walk leaves more than two thirds of the card idle: 3 · programs < sms. Same-run A/Bs, bf16, H200 (reports/gpu-run-run13-NVIDIA-H200.log): fwd+bwd at (1, 32768, 16, 128) (32
     programs) 6.649 → 6.748 / 6.375 / 6.185 / 6.121 ms with segments of 8 / 16 / 32 / 64 chunks (dh walk 1.556 →
     1.227, forward walk 0.763 → 0.489 plus 0.064 for the carries at 64); at (2, 16384, 16, 128) (64 programs)
     5.445 → 6.090 at 32 (calls 1, 2). Default: 64 chunks where 3 · programs < sms, BK <= 128 (the serial level
@@ -305,7 +306,7 @@ def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=torch.
         # (see state_fwd below).
         wy_inverse_blocked_kernel[(idx.shape[0], H)](
             k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=tl.float32,
-            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=1,
+            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=1, **maxnreg("OSDN_WY_MAXNREG"),
         )
     else:
         wy_inverse_kernel[(idx.shape[0], H)](
@@ -488,6 +489,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
             state_bwd_dul_kernel[(NT * NV, H)](
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
                 BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+                **maxnreg("OSDN_DUL_MAXNREG"),
             )
         # the dh walk's value block (env: A/B on a GPU). The full walk keeps the common block: at 32 it faulted with an
         # illegal memory access (16-bit dots, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; again

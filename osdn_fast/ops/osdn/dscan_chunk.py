@@ -57,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import cdiv, chunk_index_tensors, env_int as _env, next_pow2, scan_segment_tensors
+from .utils import cdiv, chunk_index_tensors, env_int as _env, maxnreg as _maxnreg, next_pow2, scan_segment_tensors
 from .wy import _chunk_rows, _unit_lower_inverse
 
 
@@ -698,12 +698,6 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 out=_env("OSDN_DSCAN_OUT_WARPS", 4 if BK > 64 else warps),
                 walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
-
-
-def _maxnreg(name: str, default: int = 0) -> dict:
-    """Launch option capping a kernel's registers a thread: env ``name``, else ``default`` (0: no cap)."""
-    n = _env(name, default)
-    return {"maxnreg": n} if n else {}
 
 
 def _pre_maxnreg(warps: int) -> dict:

@@ -294,10 +294,14 @@ def state_seg_carry_kernel(
 ):
     """The serial level of the two-level walks (C3); grid (value blocks, N·H): walks sequence i_n's segments in
     order (the forward state) or with REVERSE from the last (the state adjoint dh), x ← Φ_s x + b_s with every
-    segment's composed map Φ_s (``maps`` [NS, H, K, K], read transposed with MAPS_T: the dh walk's map is the
-    transpose of the forward walk's) and offset b_s (``offs_b`` [NS, H, K, V], the segment's walk from 0), starting
-    from x0 [N, H, K, V] (h0, or the cotangent of the final state) or 0. Writes Xs [NS, H, K, V] (float32): the x
-    entering every segment, and with STORE_XT the x leaving the sequence into xT [N, H, K, V]."""
+    segment's composed map Φ_s (``maps`` [NS, H, K, K]) and offset b_s (``offs_b`` [NS, H, K, V], the segment's walk
+    from 0), starting from x0 [N, H, K, V] (h0, or the cotangent of the final state) or 0. Writes Xs [NS, H, K, V]
+    (float32): the x entering every segment, and with STORE_XT the x leaving the sequence into xT [N, H, K, V].
+
+    With MAPS_T the maps are applied transposed, x ← Φ_sᵀ x + b_s (the dh walk's level on the forward walk's maps).
+    The program then carries xᵀ [BV, K], xᵀ ← xᵀ Φ_s + b_sᵀ, so that the map stays the product's right operand in
+    its stored layout: with Φ_sᵀ as the left operand (strided loads or ``tl.trans``) that level took 0.020 → 0.038 ms
+    at (1, 32768, 16, 128) (H200, run14 log, calls 1 and 2)."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -305,10 +309,17 @@ def state_seg_carry_kernel(
     o_k = tl.arange(0, BK)
     m_k = o_k < K
     o_v = i_v * BV + tl.arange(0, BV)
-    m_x = m_k[:, None] & (o_v < V)[None, :]
-    xk = o_k[:, None] * V + o_v[None, :]
+    if MAPS_T:
+        # element (k, v) of a [K, V] tensor at [v, k] of the tile
+        xk = o_k[None, :] * V + o_v[:, None]
+        m_x = (o_v < V)[:, None] & m_k[None, :]
+    else:
+        xk = o_k[:, None] * V + o_v[None, :]
+        m_x = m_k[:, None] & (o_v < V)[None, :]
     if HAS_X0:
         x = tl.load(x0 + i_nh.to(tl.int64) * K * V + xk, mask=m_x, other=0.0).to(tl.float32)
+    elif MAPS_T:
+        x = tl.zeros([BV, BK], dtype=tl.float32)
     else:
         x = tl.zeros([BK, BV], dtype=tl.float32)
     s0 = tl.load(seg_ptr + i_n)
@@ -321,12 +332,11 @@ def state_seg_carry_kernel(
         tl.store(Xs + (s * H + i_h) * K * V + xk, x, mask=m_x)
         ph = tl.load(maps + (s * H + i_h) * K * K + o_k[:, None] * K + o_k[None, :],
                      mask=m_k[:, None] & m_k[None, :], other=0.0)
-        if MAPS_T:
-            # loaded row-major (coalesced), transposed on chip: strided loads of the transpose doubled the dh
-            # level's time (0.020 → 0.038 ms at (1, 32768, 16, 128), H200, run14 log, call 1)
-            ph = tl.trans(ph)
         b = tl.load(offs_b + (s * H + i_h) * K * V + xk, mask=m_x, other=0.0)
-        x = tl.dot(ph, x, input_precision=PREC) + b
+        if MAPS_T:
+            x = tl.dot(x, ph, input_precision=PREC) + b  # (Φᵀ x)ᵀ = xᵀ Φ
+        else:
+            x = tl.dot(ph, x, input_precision=PREC) + b
     if STORE_XT:
         tl.store(xT + i_nh.to(tl.int64) * K * V + xk, x, mask=m_x)
 
@@ -829,7 +839,8 @@ def state_bwd_dh_tiles_kernel(
     MAPS (the segment pass) nothing is stored per chunk: value blocks walk from dh = 0 and store the segment's offset
     b_s into dh0 [NS, H, K, V], key blocks walk the identity's columns without dO and Mᵀ scale Sᵀ dO and store the
     composed map Φ_s into ``maps`` [NS, H, K, K], so that the dh entering the segment's first chunk is
-    Φ_s dh_end + b_s;
+    Φ_s dh_end + b_s (by default only the value blocks are launched and the carry reads the forward walk's maps
+    transposed: ``chunk._dh_maps_source``);
     ``state_seg_carry_kernel`` chains the segments from the last, and a plain pass from each segment's dh_end (dhT
     [NS, H, K, V]) stores dhbuf, dv and dR, without STORE_DH0.
     """

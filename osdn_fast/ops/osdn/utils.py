@@ -17,6 +17,12 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def maxnreg(name: str, default: int = 0) -> dict:
+    """Launch option capping a kernel's registers a thread: env ``name``, else ``default`` (0: no cap)."""
+    n = env_int(name, default)
+    return {"maxnreg": n} if n else {}
+
+
 def dot_dtype(dtype: torch.dtype):
     """Operand dtype of tl.dot for inputs of ``dtype``: the input's own on a GPU for fp16/bf16, else fp32.
 
