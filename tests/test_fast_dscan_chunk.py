@@ -446,30 +446,6 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     check(P, C)
 
 
-@pytest.mark.parametrize("case", [
-    dict(T=300, cu=[0, 300], C=16, alpha="gates", group=4),             # 19 chunks: segments of 6, 6, 6, 1
-    dict(T=420, cu=[0, 7, 420], C=32, alpha="many_resets", clip="active", K=40, map_bn=32, group=2),
-    dict(T=300, cu=[0, 300], C=16, alpha="gates", group=2, seg=5),      # segments of 5, 5, 5, 4
-], ids=["gates-C16-four", "packed-resets-C32-two-column-blocks-two", "gates-C16-two-odd-segments"])
-def test_map_kernel_composes_several_scan_chunks_a_step(monkeypatch, case):
-    """OSDN_DSCAN_MAP_GROUP=4 / 2: the segment maps advance four (``_map_group``: the product of four chunk maps as
-    g I − η Σ_j U_jᵀ z_j) or two (``_map_pair``) scan chunks a step, with segments of 6 or 5 chunks, so that full
-    steps, steps past a segment's end (identity chunks) and one-chunk segments occur. Every output and gradient equals
-    the token-serial scan and the float64 oracle, as with one chunk a step."""
-    from osdn_fast.ops.osdn.dscan_chunk import scan_segment_length
-    case = dict(case)
-    seg = case.pop("seg", 6)
-    monkeypatch.setenv("OSDN_DSCAN_SEG", str(seg))
-    monkeypatch.setenv("OSDN_DSCAN_MAP_GROUP", str(case.pop("group")))
-    T, cu, C = case.pop("T"), case.pop("cu"), case.pop("C")
-    if "map_bn" in case:
-        monkeypatch.setenv("OSDN_DSCAN_MAP_BN", str(case.pop("map_bn")))
-    assert scan_segment_length(C, 2, np.asarray(cu)) == seg
-    P = make_problem(np.random.default_rng(T + C), T, 2, case.pop("K", 5), cu, **case)
-    P["beta"] = stable_beta(P)
-    check(P, C)
-
-
 def test_scan_chunk_and_map_blocks_follow_the_two_level_carry(monkeypatch):
     """Without env overrides: the two-level carry runs for bfloat16 with fewer than 64 (sequence, head) pairs and more
     than 2 · 64 chunks of 16 tokens, and there the scan chunk is 16 (2 warps) at any K; float16 keeps the serial carry

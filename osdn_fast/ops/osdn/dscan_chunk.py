@@ -496,71 +496,10 @@ def dscan_chunk_bwd_walk_kernel(
 
 
 @triton.jit
-def _map_part(k, beta, alpha, Md, t0, eos, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-              BK: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
-    """One scan chunk's carry map A = γ I − η Uᵀ Y' (C1) as its factors: U = β k² [BT, BK], Y' = diag(R(n, ·) / ‖k‖²)
-    M_d diag(Γ) U [BT, BK] and γ = Γ_n; rows [t0, min(t0 + BT, eos)). A chunk past the segment's end (no rows) is
-    the identity: U = Y' = 0, γ = 1."""
-    t1 = tl.minimum(t0 + BT, eos)
-    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, t1, i_h, H, K, BT, BK, HAS_ALPHA)
-    kf = kr.to(tl.float32)
-    k2 = kf * kf
-    sq = tl.sum(k2, axis=1)
-    u = br.to(tl.float32)[:, None] * k2
-    gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
-    rnh = tl.where(sq > 0, rn / tl.where(sq > 0, sq, 1.0), 0.0)
-    y = rnh[:, None] * tl.dot(mr.to(tl.float32) * gam[None, :], u, input_precision=PREC)
-    return u, y, tl.where(t1 > t0, gam_n, 1.0)
-
-
-@triton.jit
-def _map_pair(k, beta, alpha, Md, t0, eos, i_h, et, phi, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-              BK: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
-    """Φ ← A_2 A_1 Φ for the two scan chunks from t0 (``_map_group`` with two chunks: fewer tiles live)."""
-    u1, z1, g1 = _map_part(k, beta, alpha, Md, t0, eos, i_h, H, K, BT, BK, HAS_ALPHA, PREC)
-    u2, y2, g2 = _map_part(k, beta, alpha, Md, t0 + BT, eos, i_h, H, K, BT, BK, HAS_ALPHA, PREC)
-    z2 = g1 * y2 - et * tl.dot(tl.dot(y2, tl.trans(u1), input_precision=PREC), z1, input_precision=PREC)
-    acc = tl.dot(tl.trans(u2), tl.dot(z2, phi, input_precision=PREC), input_precision=PREC)
-    acc = tl.dot(tl.trans(u1), tl.dot(g2 * z1, phi, input_precision=PREC), acc, input_precision=PREC)
-    return (g1 * g2) * phi - et * acc
-
-
-@triton.jit
-def _map_group(k, beta, alpha, Md, t0, eos, i_h, et, phi, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-               BK: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
-    """Φ ← A_4 A_3 A_2 A_1 Φ for the four scan chunks from t0 (C1), with two products on the chain from Φ to Φ.
-
-    With A_c = γ_c I − η U_cᵀ Y'_c (``_map_part``), the product of the first m maps is g_m I − η Σ_{j≤m} U_jᵀ z_j,
-    and multiplying by A_{m+1} on the left gives z_j ← γ_{m+1} z_j (j ≤ m), z_{m+1} = g_m Y'_{m+1} − η Σ_{j≤m}
-    (Y'_{m+1} U_jᵀ) z_j, g_{m+1} = γ_{m+1} g_m. The z's do not depend on Φ; then
-    Φ ← g_4 Φ − η Σ_j U_jᵀ (z_j Φ): four independent products z_j Φ (Φ laid out for them once) and their sum."""
-    u1, z1, g1 = _map_part(k, beta, alpha, Md, t0, eos, i_h, H, K, BT, BK, HAS_ALPHA, PREC)
-    u2, y2, g2 = _map_part(k, beta, alpha, Md, t0 + BT, eos, i_h, H, K, BT, BK, HAS_ALPHA, PREC)
-    u3, y3, g3 = _map_part(k, beta, alpha, Md, t0 + 2 * BT, eos, i_h, H, K, BT, BK, HAS_ALPHA, PREC)
-    u4, y4, g4 = _map_part(k, beta, alpha, Md, t0 + 3 * BT, eos, i_h, H, K, BT, BK, HAS_ALPHA, PREC)
-    z2 = g1 * y2 - et * tl.dot(tl.dot(y2, tl.trans(u1), input_precision=PREC), z1, input_precision=PREC)
-    z1 = g2 * z1
-    gg = g1 * g2
-    z3 = gg * y3 - et * (tl.dot(tl.dot(y3, tl.trans(u1), input_precision=PREC), z1, input_precision=PREC)
-                         + tl.dot(tl.dot(y3, tl.trans(u2), input_precision=PREC), z2, input_precision=PREC))
-    z1 = g3 * z1
-    z2 = g3 * z2
-    gg = gg * g3
-    z4 = gg * y4 - et * (tl.dot(tl.dot(y4, tl.trans(u1), input_precision=PREC), z1, input_precision=PREC)
-                         + tl.dot(tl.dot(y4, tl.trans(u2), input_precision=PREC), z2, input_precision=PREC)
-                         + tl.dot(tl.dot(y4, tl.trans(u3), input_precision=PREC), z3, input_precision=PREC))
-    acc = tl.dot(tl.trans(u4), tl.dot(z4, phi, input_precision=PREC), input_precision=PREC)
-    acc = tl.dot(tl.trans(u1), tl.dot(g4 * z1, phi, input_precision=PREC), acc, input_precision=PREC)
-    acc = tl.dot(tl.trans(u2), tl.dot(g4 * z2, phi, input_precision=PREC), acc, input_precision=PREC)
-    acc = tl.dot(tl.trans(u3), tl.dot(g4 * z3, phi, input_precision=PREC), acc, input_precision=PREC)
-    return (gg * g4) * phi - et * acc
-
-
-@triton.jit
 def dscan_chunk_map_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, GROUP: tl.constexpr = 1,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -592,15 +531,6 @@ def dscan_chunk_map_kernel(
     o_j = i_j * BN + tl.arange(0, BN)
     phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
     nc = tl.cdiv(eos - bos, BT)
-    if GROUP == 4:
-        # four scan chunks a step (``_map_group``); chunks past the segment's end are identities
-        for c4 in range(0, tl.cdiv(nc, 4)):
-            phi = _map_group(k, beta, alpha, Md, bos + c4 * 4 * BT, eos, i_h, et, phi, H, K, BT, BK, HAS_ALPHA, PREC)
-        nc = 0
-    elif GROUP == 2:
-        for c2 in range(0, tl.cdiv(nc, 2)):
-            phi = _map_pair(k, beta, alpha, Md, bos + c2 * 2 * BT, eos, i_h, et, phi, H, K, BT, BK, HAS_ALPHA, PREC)
-        nc = 0
     t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
     kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
@@ -832,7 +762,7 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        PREC=prec, GROUP=_env("OSDN_DSCAN_MAP_GROUP", 1), num_warps=nwm, num_stages=1,
+        PREC=prec, num_warps=nwm, num_stages=1,
         **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
     return Phi
