@@ -516,7 +516,10 @@ def dscan_chunk_map_kernel(
     The segments' offsets (the carry from 0) come from ``dscan_chunk_fwd_kernel``'s own pass: walked here too, in the
     first column block's program, they took this kernel 0.489 → 0.726 ms at (1, 32768, 16, 128) against 0.142 ms
     saved in the carry (H200, bf16, fwd+bwd 5.777 → 5.849; reports/gpu-run-run14-NVIDIA-H200.log, call 2): the
-    offsets' K-reductions across 8 warps sit on the maps' chain.
+    offsets' K-reductions across 8 warps sit on the maps' chain. Advancing two or four chunks a step (the product of
+    the chunk maps as g I − η Σ_j U_jᵀ z_j, the z's off the chain, Φ laid out once a step for independent products)
+    was slower too: 0.489 → 0.771 / 0.857 ms (255 registers and 24 / 144 B of stack against 196; run14 log, call 6;
+    the code is in the history, b7730ba).
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
