@@ -6,13 +6,13 @@ A config's ``_CS=32`` sets the state chunk size (``chunk_size``) instead of an e
 AB_SHAPES="B,T,H,D;B,T,H,D" picks the shapes (default 8,4096,16,128); AB_FLA=1 adds fla's ``chunk_delta_rule``
 per shape, timed in the same run (with its per-kernel times), tuned afresh for each shape.
 
-For each shape and config, bf16: chunk_osdn forward and forward+backward time (do_bench medians, η = 0.5, no gate:
-the `osdn bench` case), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
-forward+backward (torch.profiler), and the largest output and gradient difference to the shape's baseline config,
-scaled by the gradient's max, on two problems: with a gate, APF (α in [0.98, 1]) and an initial state (``diff``), and
-with an initial state and no gate (``diff_plain``: the state never decays, so every segment carry of the two-level walks
-shows; the gated problem's state decays by about e^-12 over a segment of 4096 tokens). Prints one JSON line per (shape, config) and a
-markdown table. A fault (illegal memory access) poisons the CUDA context and ends every later config of the run.
+For each shape and config, bf16: chunk_osdn forward and forward+backward time (do_bench medians, η = 0.5, no gate: the
+`osdn bench` case), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
+forward+backward (torch.profiler), and the largest output and gradient difference to the shape's baseline config, scaled
+by the gradient's max, on two problems: with a gate, APF (α in [0.98, 1]) and an initial state (``diff``), and with an
+initial state and no gate (``diff_plain``: the state never decays, so every segment carry of the two-level walks shows;
+the gated problem's state decays by about e^-12 over a segment of 4096 tokens). Prints one JSON line per (shape, config)
+and a markdown table. A fault (illegal memory access) poisons the CUDA context and ends every later config of the run.
 """
 import json
 import os

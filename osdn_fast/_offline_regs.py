@@ -1,9 +1,9 @@
 """Registers, stack and spills of a Triton kernel compiled offline for sm_90 (no GPU needed).
 
 ``TRITON_INTERPRET=0 python -m osdn_fast._offline_regs MODULE.KERNEL warps=2 BT=16 BK=128 ...`` compiles ``KERNEL`` of
-``osdn_fast.ops.osdn.MODULE`` for an H100 target (``maxnreg=N`` caps the registers) with the given constexprs (defaults: H=16, K=128, BK=128,
-HAS_ALPHA=False, PREC=tf32, bf16 keys) and prints cuobjdump's resource usage. A tool for choosing kernel layouts
-before spending device time; what runs on the GPU (Triton 3.6 there) may differ by a few registers.
+``osdn_fast.ops.osdn.MODULE`` for an H100 target (``maxnreg=N`` caps the registers) with the given constexprs (defaults:
+H=16, K=128, BK=128, HAS_ALPHA=False, PREC=tf32, bf16 keys) and prints cuobjdump's resource usage. A tool for choosing
+kernel layouts before spending device time; what runs on the GPU (Triton 3.6 there) may differ by a few registers.
 """
 import importlib
 import inspect

@@ -102,18 +102,18 @@ def walk_segment_length(programs: int, cu_host, BT: int, BK: int, sms: int) -> i
     card of ``sms`` multiprocessors.
 
     The serial walks run one program per (value block, sequence, head): at (1, 32768, 16, 128) 32 programs walk 512
-    chunks each on a card of 132 SMs. The two-level walks (the two-product forward walk and the tiled dh walk) cut
-    each sequence into segments of LS chunks; a segment pass walks every segment in parallel from 0 (the offset b_s)
-    and the identity's columns (the composed map Φ_s, K×K), ``state_seg_carry_kernel`` chains the segments
-    (x ← Φ_s x + b_s) and a plain pass from every segment's start state stores what the walk stores. That is three
-    walks' work for the forward (value columns twice, the map's K columns once; the dh walk does two, reading the
-    forward's maps transposed, ``_dh_maps_source``) spread over many programs, and the walks hold one program an SM,
-    so it pays only where the plain walk leaves more than two thirds of the card idle: 3 · programs < sms. Same-run A/Bs, bf16, H200 (reports/gpu-run-run13-NVIDIA-H200.log): fwd+bwd at (1, 32768, 16, 128) (32
-    programs) 6.649 → 6.748 / 6.375 / 6.185 / 6.121 ms with segments of 8 / 16 / 32 / 64 chunks (dh walk 1.556 →
-    1.227, forward walk 0.763 → 0.489 plus 0.064 for the carries at 64); at (2, 16384, 16, 128) (64 programs)
-    5.445 → 6.090 at 32 (calls 1, 2). Default: 64 chunks where 3 · programs < sms, BK <= 128 (the serial level
-    holds Φ_s whole) and some sequence has more than 2 · 64 chunks; env OSDN_WALK_SEG sets LS for any problem (0:
-    off; small values for tests)."""
+    chunks each on a card of 132 SMs. The two-level walks (the two-product forward walk and the tiled dh walk) cut each
+    sequence into segments of LS chunks; a segment pass walks every segment in parallel from 0 (the offset b_s) and the
+    identity's columns (the composed map Φ_s, K×K), ``state_seg_carry_kernel`` chains the segments (x ← Φ_s x + b_s) and
+    a plain pass from every segment's start state stores what the walk stores. That is three walks' work for the forward
+    (value columns twice, the map's K columns once; the dh walk does two, reading the forward's maps transposed,
+    ``_dh_maps_source``) spread over many programs, and the walks hold one program an SM, so it pays only where the
+    plain walk leaves more than two thirds of the card idle: 3 · programs < sms. Same-run A/Bs, bf16, H200
+    (reports/gpu-run-run13-NVIDIA-H200.log): fwd+bwd at (1, 32768, 16, 128) (32 programs) 6.649 → 6.748 / 6.375 / 6.185
+    / 6.121 ms with segments of 8 / 16 / 32 / 64 chunks (dh walk 1.556 → 1.227, forward walk 0.763 → 0.489 plus 0.064
+    for the carries at 64); at (2, 16384, 16, 128) (64 programs) 5.445 → 6.090 at 32 (calls 1, 2). Default: 64 chunks
+    where 3 · programs < sms, BK <= 128 (the serial level holds Φ_s whole) and some sequence has more than 2 · 64
+    chunks; env OSDN_WALK_SEG sets LS for any problem (0: off; small values for tests)."""
     if "OSDN_WALK_SEG" in os.environ:
         LS = _ENV("OSDN_WALK_SEG", 0)
     else:
