@@ -694,13 +694,16 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
     - ninth session (reports/gpu-run-run10-NVIDIA-H200-H100.log, call 2; with the write-key kernel's prefix sum): the
       write-key kernel at 4 warps for K > 64, 0.179 → 0.148 ms at (8, 4096, 16, 128) (fwd+bwd 4.723 → 4.697) but
       0.144 → 0.157 at (16, 2048, 32, 64); the backward pair at 4 warps still slower (4.723 → 4.869, 3.767 → 4.167).
-    Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD}_WARPS override each.
+    The two-level carry's serial level (``dscan_chunk_seg_kernel``) runs 8 (4: 0.119 → 0.112 ms at (1, 32768, 16, 128),
+    within noise of fwd+bwd; run14 log, call 2).
+    Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD,SEG}_WARPS override each.
     """
     c16 = C == 16
     return dict(prep=_env("OSDN_DSCAN_PREP_WARPS", 1), fwd=_env("OSDN_DSCAN_FWD_WARPS", 4),
                 out=_env("OSDN_DSCAN_OUT_WARPS", 4 if BK > 64 else warps),
                 walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
-                bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps))
+                bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps),
+                seg=_env("OSDN_DSCAN_SEG_WARPS", 8))
 
 
 def _pre_maxnreg(warps: int) -> dict:
@@ -823,7 +826,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         )
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
-                                       X0_MINUS_DP=True, REVERSE=False, num_warps=_env("OSDN_DSCAN_SEG_WARPS", 8))
+                                       X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
         dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
@@ -892,7 +895,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         )
         Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
-                                       X0_MINUS_DP=False, REVERSE=True, num_warps=_env("OSDN_DSCAN_SEG_WARPS", 8))
+                                       X0_MINUS_DP=False, REVERSE=True, num_warps=nw["seg"])
         dd0s = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
             k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
