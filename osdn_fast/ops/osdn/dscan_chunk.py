@@ -499,7 +499,7 @@ def dscan_chunk_bwd_walk_kernel(
 def dscan_chunk_map_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, TRANS: tl.constexpr = False,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -532,7 +532,10 @@ def dscan_chunk_map_kernel(
     et = tl.load(eta + i_h).to(tl.float32)
     o_k = tl.arange(0, BK)
     o_j = i_j * BN + tl.arange(0, BN)
-    phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
+    if TRANS:
+        phi = tl.where(o_j[:, None] == o_k[None, :], 1.0, 0.0)
+    else:
+        phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
@@ -553,11 +556,20 @@ def dscan_chunk_map_kernel(
         # A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U: only U [BT, BK] stays live, and Y (not depending on Φ)
         # leaves two products on the chain from Φ to Φ
         Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
-        y = tl.dot(Y, phi, input_precision=PREC)
-        y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
-        phi = gam_n * phi - et * y
-    tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
-             mask=(o_k[:, None] < K) & (o_j[None, :] < K))
+        if TRANS:
+            # Ψ = Φᵀ [BN, BK] ← Γ_n Ψ − η (Ψ Yᵀ) diag(R(n, ·) / ‖k‖²) U: Ψ is the left operand (kept in registers)
+            y = tl.dot(phi, tl.trans(Y), input_precision=PREC)
+            phi = tl.dot((-et * rnh)[None, :] * y, u, gam_n * phi, input_precision=PREC)
+        else:
+            y = tl.dot(Y, phi, input_precision=PREC)
+            y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
+            phi = gam_n * phi - et * y
+    if TRANS:
+        tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[None, :]) * K + o_j[:, None], phi,
+                 mask=(o_k[None, :] < K) & (o_j[:, None] < K))
+    else:
+        tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
+                 mask=(o_k[:, None] < K) & (o_j[None, :] < K))
 
 
 @triton.jit
@@ -758,17 +770,17 @@ def _map_config(BK: int, w_dtype) -> tuple:
     prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(w_dtype, "ieee")
     prec = os.environ.get("OSDN_DSCAN_MAP_PREC", prec)
     BN = min(BK, _env("OSDN_DSCAN_MAP_BN", 32 if BK > 128 else BK))
-    return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
+    return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec, bool(_env("OSDN_DSCAN_MAP_T", 0))
 
 
 def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
     """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
     cu_s, _, _, _, _, NS = segs
-    BN, nwm, prec = _map_config(BK, w_dtype)
+    BN, nwm, prec, trans = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        PREC=prec, num_warps=nwm, num_stages=1,
+        PREC=prec, TRANS=trans, num_warps=nwm, num_stages=1,
         **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
     return Phi
