@@ -309,6 +309,15 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
     a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
     Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
     wv = _carry_w(Mi, u, dp, et, gam, delta)
+    dev, dbar = _iterates(wv, uh, delta, dp, a, Rx, gamx, m_t, HAS_ALPHA, PREC, PREFIX)
+    return kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar
+
+
+@triton.jit
+def _iterates(wv, uh, delta, dp, a, Rx, gamx, m_t, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+              PREFIX: tl.constexpr):
+    """The iterates of one chunk from its steps w [BT] and entering δ⁰ (C1): δ_{i-1} = Γ_{i-1} δ⁰ + Σ_{j<i} R(i-1, j)
+    w_j û_j and d̄_{i-1} = d° + α_i δ_{i-1} (E1), [BT, BK] each, 0 on padded rows (``_chunk_dev``)."""
     if PREFIX and not HAS_ALPHA:
         wu = wv[:, None] * uh
         dev = tl.cumsum(wu, axis=0) - wu + delta[None, :]  # δ_{i-1} (Γ = 1, R = 1)
@@ -319,7 +328,7 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
         dbar = dp[None, :] + a[:, None] * dev  # E1
     else:
         dbar = dp[None, :] + dev
-    return kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar
+    return dev, dbar
 
 
 @triton.jit
@@ -366,10 +375,11 @@ def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl
 
 @triton.jit
 def dscan_chunk_fwd_kernel(
-    k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off,
+    k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off, w, dprev, d_min, d_max,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr, DEV_IO: tl.constexpr = False,
-    STORE_DC: tl.constexpr = True,
+    STORE_DC: tl.constexpr = True, STORE_W: tl.constexpr = False, STORE_DPREV: tl.constexpr = False,
+    PREC: tl.constexpr = "tf32", PREFIX: tl.constexpr = False,
 ):
     """Serial carry of C1 over the chunks; grid (N, H), one program per (sequence, head).
 
@@ -378,7 +388,9 @@ def dscan_chunk_fwd_kernel(
     chunk (``chunk_off`` [N + 1] = index of each sequence's first chunk), and dT = d_T [N, H, K].
     The per-token iterates and write keys follow chunk-parallel in ``dscan_chunk_out_kernel``.
     With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment); without
-    STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets).
+    STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets). With STORE_W it also writes
+    every chunk's write keys w (and with STORE_DPREV dprev) as ``dscan_chunk_out_kernel`` does, from the δ⁰ and steps
+    it has at hand (the two-level carry's second pass, which so replaces that kernel).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -401,6 +413,13 @@ def dscan_chunk_fwd_kernel(
         # the next chunk's loads (none past the end), issued before this chunk's dependent arithmetic
         kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
         wv = _carry_w(Mi, u, dp, et, gam, delta)
+        if STORE_W:  # C1 iterates and C2 write keys of this chunk, off the carry's chain
+            a, _, _, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
+            m_t = (t0 + tl.arange(0, BT)) < t1
+            dev, dbar = _iterates(wv, uh, delta, dp, a, Rx, gamx, m_t, HAS_ALPHA, PREC, PREFIX)
+            if STORE_DPREV:
+                _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
+            _store_rows(w, (_clip(dbar, d_min, d_max) * kk).to(w.dtype.element_ty), t0, t1, i_h, H, K, BT, BK)
         delta = gam_n * delta + tl.sum((rn * wv)[:, None] * uh, axis=0)
     if STORE_DT:
         if DEV_IO:
@@ -715,7 +734,7 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 out=_env("OSDN_DSCAN_OUT_WARPS", 4 if BK > 64 else warps),
                 walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps),
-                seg=_env("OSDN_DSCAN_SEG_WARPS", 8))
+                seg=_env("OSDN_DSCAN_SEG_WARPS", 8), fused=_env("OSDN_DSCAN_FUSED_WARPS", 4))
 
 
 def _pre_maxnreg(warps: int) -> dict:
@@ -727,6 +746,12 @@ def _pre_maxnreg(warps: int) -> dict:
     At 1 warp (K <= 64) it needs 168 anyway; 4 warps (scan chunk 32) were not measured and stay uncapped. Env
     OSDN_DSCAN_PRE_MAXNREG (0: none), OSDN_DSCAN_BWD_MAXNREG for the backward kernel (A/B only)."""
     return _maxnreg("OSDN_DSCAN_PRE_MAXNREG", 168 if warps == 2 else 0)
+
+
+def _fuse_out() -> bool:
+    """Whether the two-level carry's second pass writes the write keys itself (``dscan_chunk_fwd_kernel`` with
+    STORE_W) instead of ``dscan_chunk_out_kernel`` after it (env OSDN_DSCAN_FUSE_OUT, default off)."""
+    return bool(_env("OSDN_DSCAN_FUSE_OUT", 0))
 
 
 def _prefix() -> bool:
@@ -821,9 +846,11 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     LS = scan_segment_length(C, N * H, cu_host, w_dtype)
     segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
     Phi = None  # the segments' composed maps (two-level carry only)
+    fused = False  # whether the write keys come from the carry's pass (the two-level carry's second pass)
+    wargs = (w, dprev, float(d_min), float(d_max))
     if segs is None:
         dscan_chunk_fwd_kernel[(N, H)](
-            k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=d0 is not None, STORE_DT=store_dT, num_warps=nw["fwd"], num_stages=1,
         )
     else:
@@ -833,20 +860,22 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_fwd_kernel[(NS, H)](
-            k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
         )
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
         dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
+        fused = _fuse_out()
         dscan_chunk_fwd_kernel[(NS, H)](
-            k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_D0=True, STORE_DT=store_dT, DEV_IO=True, num_warps=nw["fwd"], num_stages=1,
+            k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_D0=True, STORE_DT=store_dT, DEV_IO=True, STORE_W=fused, STORE_DPREV=fused and store_dprev,
+            PREC=PREC, PREFIX=_prefix(), num_warps=nw["fused" if fused else "fwd"], num_stages=1,
         )
         if store_dT:
             dT = d_prior.float()[None] + dTs.index_select(0, last)
-    if NT > 0:
+    if NT > 0 and not fused:
         dscan_chunk_out_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, idx, float(d_min), float(d_max), H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(),
