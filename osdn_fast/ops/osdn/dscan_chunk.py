@@ -460,39 +460,69 @@ def dscan_chunk_bwd_pre_kernel(
     Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l, and S0 [T, H] (fp32): s⁰ = M_dᵀ b⁰ per token, which
     ``dscan_chunk_bwd_kernel`` reads instead of forming b⁰ again.
     """
-    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
-        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+    _chunk_bwd_pre(k, beta, alpha, Md, Dc, dw, G0, S0, dp, et, st, m_k, t0, t1, i_h, d_min, d_max, H, K, BK, BT,
+                   HAS_ALPHA, PREC, PREFIX)
+
+
+@triton.jit
+def _chunk_bwd_pre(k, beta, alpha, Md, Dc, dw, G0, S0, dp, et, st, m_k, t0, t1, i_h, d_min, d_max, H: tl.constexpr,
+                   K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+                   PREFIX: tl.constexpr):
+    """``dscan_chunk_bwd_pre_kernel``'s work on the chunk of rows [t0, t1) whose δ⁰ sits at Dc + st: stores g⁰ [BK]
+    at G0 + st and s⁰ into S0, and returns g⁰ and what the reverse carry needs of the chunk: U, Û [BT, BK], M_d [BT, BT], Γ, R(n, ·) [BT]
+    and Γ_n."""
+    delta = tl.load(Dc + st, mask=m_k, other=0.0)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
-    tl.store(G0 + st, tl.sum(gam[:, None] * e0, axis=0), mask=m_k)
-    tl.store(S0 + (t0 + tl.arange(0, BT)) * H + i_h, s0, mask=m_t)
+    g0 = tl.sum(gam[:, None] * e0, axis=0)
+    tl.store(G0 + st, g0, mask=m_k)
+    o_t = tl.arange(0, BT)
+    tl.store(S0 + (t0 + o_t) * H + i_h, s0, mask=m_t)
+    last = o_t == (t1 - t0 - 1)
+    rn = tl.sum(tl.where(last[:, None], R, 0.0), axis=0)  # R(n, i)
+    gam_n = tl.sum(tl.where(last, gam, 0.0), axis=0)
+    return g0, u, uh, Mi, gam, rn, gam_n
 
 
 @triton.jit
 def dscan_chunk_bwd_walk_kernel(
     k, beta, alpha, eta, Md, G0, ddT, cu, chunk_off, Zc, dd0,
+    d_prior, Dc, dw, S0, d_min, d_max, dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, HAS_DDT: tl.constexpr, STORE_ZC: tl.constexpr = True,
+    FUSE_PRE: tl.constexpr = False, FUSE_BWD: tl.constexpr = False, PREC: tl.constexpr = "tf32",
+    PREFIX: tl.constexpr = False,
 ):
     """Serial adjoint carry over the chunks in reverse; grid (N, H).
 
     z ← g⁰ + Γ_n z − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û z)) per chunk (see ``dscan_chunk_bwd_pre_kernel``), starting from
     z = ∂L/∂d_T (or 0). Writes Zc [NT, H, K] (fp32): the z_n entering each chunk from the right, and
     dd0 = ∂L/∂d_0 [N, H, K]. Without STORE_ZC, Zc is not written (the two-level carry's pass for the offsets).
+    With FUSE_PRE each chunk's g⁰ is formed here (``dscan_chunk_bwd_pre_kernel``'s work: G0 and S0 written) instead of
+    read; with FUSE_BWD each chunk's gradients are formed here from the z entering it (``dscan_chunk_bwd_kernel``'s
+    work). The two-level carry's first and second reverse passes so replace those two kernels.
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    et = tl.load(eta + i_h).to(tl.float32)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
     if HAS_DDT:
         z = tl.load(ddT + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
     else:
         z = tl.zeros([BK], dtype=tl.float32)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos + (nc - 1) * BT  # the last chunk; for an empty sequence nothing is read (rows [t0, t0))
-    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, eos, t0), i_h, H, K, BT, BK, HAS_ALPHA)
-    g0 = tl.load(G0 + ((c_off + nc - 1) * H + i_h) * K + o_k, mask=m_k & (o_k * 0 + nc > 0), other=0.0)
+    if not (FUSE_PRE or FUSE_BWD):  # the fused passes read each chunk where they do its work
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, eos, t0), i_h, H, K, BT, BK,
+                                      HAS_ALPHA)
+    if not FUSE_PRE:
+        g0 = tl.load(G0 + ((c_off + nc - 1) * H + i_h) * K + o_k, mask=m_k & (o_k * 0 + nc > 0), other=0.0)
     for cc in range(0, nc):
         c = nc - 1 - cc
         t0 = bos + c * BT
@@ -500,16 +530,27 @@ def dscan_chunk_bwd_walk_kernel(
         st = ((c_off + c) * H + i_h) * K + o_k
         if STORE_ZC:
             tl.store(Zc + st, z, mask=m_k)
-        kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
-        gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
-        Mi = mr.to(tl.float32)
-        g0c = g0
-        # the previous chunk's loads (a full chunk; none before the first), issued ahead of this chunk's arithmetic
-        tp1 = tl.where(c > 0, t0, t0 - BT)
-        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0 - BT, tp1, i_h, H, K, BT, BK, HAS_ALPHA)
-        g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
-        x = rn * tl.sum(uh * z[None, :], axis=1)
-        s1 = tl.sum(Mi * x[:, None], axis=0)
+        if FUSE_PRE:
+            g0c, u, uh, Mi, gam, rn, gam_n = _chunk_bwd_pre(k, beta, alpha, Md, Dc, dw, G0, S0, dp, et, st, m_k, t0,
+                                                            t1, i_h, d_min, d_max, H, K, BK, BT, HAS_ALPHA, PREC,
+                                                            PREFIX)
+            s1 = tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
+        elif FUSE_BWD:
+            g0c = g0
+            g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
+            u, gam, gam_n, s1 = _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dalpha, peta,
+                                           pdp, dp, et, z, c_off + c, st, m_k, t0, t1, i_h, d_min, d_max, H, K, BK, BT,
+                                           HAS_ALPHA, PREC)
+        else:
+            kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
+            gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+            Mi = mr.to(tl.float32)
+            g0c = g0
+            # the previous chunk's loads (a full chunk; none before the first), issued ahead of this chunk's arithmetic
+            tp1 = tl.where(c > 0, t0, t0 - BT)
+            kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0 - BT, tp1, i_h, H, K, BT, BK, HAS_ALPHA)
+            g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
+            s1 = tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
         z = g0c + gam_n * z - et * tl.sum((gam * s1)[:, None] * u, axis=0)
     tl.store(dd0 + (i_n * H + i_h) * K + o_k, z, mask=m_k)
 
@@ -645,9 +686,28 @@ def dscan_chunk_bwd_kernel(
     0 without α, and not written), reduced per sequence by ``dscan_chunk_sum_kernel``. Formulas: module docstring.
     The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
     """
-    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
-        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
-    z = tl.load(Zc + st, mask=m_k, other=0.0)
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+    _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp, dp, et, Zc, i_c, st, m_k,
+               t0, t1, i_h, d_min, d_max, H, K, BK, BT, HAS_ALPHA, PREC, Z_PTR=True)
+
+
+@triton.jit
+def _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp, dp, et, z, i_c, st, m_k,
+               t0, t1, i_h, d_min, d_max, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+               HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, Z_PTR: tl.constexpr = False):
+    """``dscan_chunk_bwd_kernel``'s work on global chunk i_c (rows [t0, t1), its δ⁰ at Dc + st) from the adjoint z_n
+    [BK] entering it from the right (with Z_PTR, ``z`` points at it: loaded after the iterates, which keeps the
+    chunk-parallel kernel at 32 B of stack instead of 104 at 2 warps, offline sm_90, Triton 3.6). Returns what the reverse carry needs of the chunk: U [BT, BK], Γ [BT], Γ_n and
+    s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n) [BT]."""
+    delta = tl.load(Dc + st, mask=m_k, other=0.0)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
+        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
+    if Z_PTR:
+        z = tl.load(z + st, mask=m_k, other=0.0)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
     o_t = tl.arange(0, BT)
@@ -655,7 +715,8 @@ def dscan_chunk_bwd_kernel(
     last = o_t[:, None] == (t1 - t0 - 1)
     rn = tl.sum(tl.where(last, R, 0.0), axis=0)  # R(n, i)
     # transposed C1 with the z_n part: s = M_dᵀ (b⁰ + R(n, ·) ⊙ Û z_n) = s⁰ + M_dᵀ (R(n, ·) ⊙ Û z_n)
-    s = s0 + tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
+    s1 = tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
+    s = s0 + s1
     e = direct - (et * s)[:, None] * u
     G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
     zi = G - e  # ∂L/∂d_i
@@ -677,6 +738,7 @@ def dscan_chunk_bwd_kernel(
     if HAS_ALPHA:
         tl.store(dalpha + (t0 + o_t) * H + i_h, tl.sum(G * dev, axis=1), mask=m_t)
         tl.store(pdp + st, tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0), mask=m_k)
+    return u, gam, tl.sum(tl.where(o_t == (t1 - t0 - 1), gam, 0.0), axis=0), s1
 
 
 @triton.jit
@@ -734,7 +796,8 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 out=_env("OSDN_DSCAN_OUT_WARPS", 4 if BK > 64 else warps),
                 walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps),
-                seg=_env("OSDN_DSCAN_SEG_WARPS", 8), fused=_env("OSDN_DSCAN_FUSED_WARPS", 4))
+                seg=_env("OSDN_DSCAN_SEG_WARPS", 8), fused=_env("OSDN_DSCAN_FUSED_WARPS", 2),
+                fused_pre=_env("OSDN_DSCAN_FUSED_PRE_WARPS", 2), fused_bwd=_env("OSDN_DSCAN_FUSED_BWD_WARPS", 2))
 
 
 def _pre_maxnreg(warps: int) -> dict:
@@ -748,10 +811,13 @@ def _pre_maxnreg(warps: int) -> dict:
     return _maxnreg("OSDN_DSCAN_PRE_MAXNREG", 168 if warps == 2 else 0)
 
 
-def _fuse_out() -> bool:
-    """Whether the two-level carry's second pass writes the write keys itself (``dscan_chunk_fwd_kernel`` with
-    STORE_W) instead of ``dscan_chunk_out_kernel`` after it (env OSDN_DSCAN_FUSE_OUT, default off)."""
-    return bool(_env("OSDN_DSCAN_FUSE_OUT", 0))
+def _fuse(what: str) -> bool:
+    """Whether a pass of the two-level carry does a chunk-parallel kernel's work itself (env OSDN_DSCAN_FUSE_<what>,
+    default off): OUT, the forward's second pass writes the write keys (``dscan_chunk_fwd_kernel`` with STORE_W, no
+    ``dscan_chunk_out_kernel``); PRE, the reverse's first pass forms g⁰ and s⁰ (FUSE_PRE, no
+    ``dscan_chunk_bwd_pre_kernel``); BWD, the reverse's second pass forms the gradients (FUSE_BWD, no
+    ``dscan_chunk_bwd_kernel``)."""
+    return bool(_env(f"OSDN_DSCAN_FUSE_{what}", 0))
 
 
 def _prefix() -> bool:
@@ -867,7 +933,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
         dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
-        fused = _fuse_out()
+        fused = _fuse("OUT")
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=True, STORE_DT=store_dT, DEV_IO=True, STORE_W=fused, STORE_DPREV=fused and store_dprev,
@@ -910,17 +976,19 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     nw = _kernel_warps(C, BK, warps)
     bw = nw["bwd"]
-    if NT > 0:
+    segs = saved.get("segs")
+    fpre, fbwd = (_fuse("PRE"), _fuse("BWD")) if segs is not None else (False, False)
+    fargs = (d_prior, Dc, dw, S0, float(d_min), float(d_max), dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp)
+    if NT > 0 and not fpre:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), num_warps=bw, num_stages=1,
             **_pre_maxnreg(bw),
         )
-    segs = saved.get("segs")
     if segs is None:
         dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(N, H)](
-            k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, *fargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
         )
     else:
@@ -931,19 +999,23 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         Phi = saved["Phi"]
         Gs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
-            k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_DDT=False, STORE_ZC=False, num_warps=nw["walk"], num_stages=1,
+            k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, *fargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=False, STORE_ZC=False, FUSE_PRE=fpre, PREC=PREC, PREFIX=_prefix(),
+            num_warps=nw["fused_pre" if fpre else "walk"], num_stages=1,
+            **(_maxnreg("OSDN_DSCAN_FUSED_PRE_MAXNREG") if fpre else {}),
         )
         Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
                                        X0_MINUS_DP=False, REVERSE=True, num_warps=nw["seg"])
         dd0s = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
-            k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_DDT=True, num_warps=nw["walk"], num_stages=1,
+            k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, *fargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=True, STORE_ZC=not fbwd, FUSE_BWD=fbwd, PREC=PREC,
+            num_warps=nw["fused_bwd" if fbwd else "walk"], num_stages=1,
+            **(_maxnreg("OSDN_DSCAN_FUSED_BWD_MAXNREG") if fbwd else {}),
         )
         dd0 = dd0s.index_select(0, first)
-    if NT > 0:
+    if NT > 0 and not fbwd:
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
             dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
