@@ -446,6 +446,30 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     check(P, C)
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "out-kernel"])
+def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, fuse):
+    """Where the two-level carry runs, its second forward pass writes the write keys K̃ (C2) and d_{t-1} from each
+    chunk's δ⁰ and steps w as it walks (``dscan_chunk_fwd_kernel`` with STORE_W), and ``dscan_chunk_out_kernel`` does
+    not run; with OSDN_DSCAN_FUSE_OUT=0 that kernel writes them after the pass. Both equal the token-serial scan and the
+    float64 oracle (gates with α, so the ratios R(i-1, j) of C1 are not all 1)."""
+    import osdn_fast.ops.osdn.dscan_chunk as dc
+    monkeypatch.setenv("OSDN_DSCAN_SEG", "2")
+    monkeypatch.setenv("OSDN_DSCAN_FUSE_OUT", "1" if fuse else "0")
+    launched = []
+    real = dc.dscan_chunk_out_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            launched.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(dc, "dscan_chunk_out_kernel", Spy())
+    P = make_problem(np.random.default_rng(7), 170, 2, 5, [0, 5, 170], alpha="gates", clip="active")
+    P["beta"] = stable_beta(P)
+    check(P, 16)
+    assert (len(launched) == 0) == fuse, f"dscan_chunk_out_kernel launched {len(launched)} times (fused: {fuse})"
+
+
 def test_scan_chunk_and_map_blocks_follow_the_two_level_carry(monkeypatch):
     """Without env overrides: the two-level carry runs for bfloat16 with fewer than 64 (sequence, head) pairs and more
     than 2 · 64 chunks of 16 tokens, and there the scan chunk is 16 (2 warps) at any K; float16 keeps the serial carry
@@ -459,9 +483,9 @@ def test_scan_chunk_and_map_blocks_follow_the_two_level_carry(monkeypatch):
     assert plan(16, [0, 32768], torch.float16) == (32, 4, False)
     assert plan(16, [0, 2048], torch.bfloat16) == (32, 4, False)  # 128 chunks of 16: not more than 2 · 64
     assert plan(128, np.arange(9) * 4096, torch.bfloat16) == (16, 2, False)  # 128 pairs: serial carries side by side
-    assert _map_config(128, torch.bfloat16)[:3] == (128, 8, "tf32")
-    assert _map_config(64, torch.float16)[:3] == (64, 4, "tf32x3")
-    assert _map_config(256, torch.float32)[:3] == (32, 4, "ieee")
+    assert _map_config(128, torch.bfloat16) == (128, 8, "tf32")
+    assert _map_config(64, torch.float16) == (64, 4, "tf32x3")
+    assert _map_config(256, torch.float32) == (32, 4, "ieee")
 
 
 def test_segments_tile_the_chunks_of_every_sequence():

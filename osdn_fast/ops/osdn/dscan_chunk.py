@@ -460,69 +460,39 @@ def dscan_chunk_bwd_pre_kernel(
     Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l, and S0 [T, H] (fp32): s⁰ = M_dᵀ b⁰ per token, which
     ``dscan_chunk_bwd_kernel`` reads instead of forming b⁰ again.
     """
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
-    _chunk_bwd_pre(k, beta, alpha, Md, Dc, dw, G0, S0, dp, et, st, m_k, t0, t1, i_h, d_min, d_max, H, K, BK, BT,
-                   HAS_ALPHA, PREC, PREFIX)
-
-
-@triton.jit
-def _chunk_bwd_pre(k, beta, alpha, Md, Dc, dw, G0, S0, dp, et, st, m_k, t0, t1, i_h, d_min, d_max, H: tl.constexpr,
-                   K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
-                   PREFIX: tl.constexpr):
-    """``dscan_chunk_bwd_pre_kernel``'s work on the chunk of rows [t0, t1) whose δ⁰ sits at Dc + st: stores g⁰ [BK]
-    at G0 + st and s⁰ into S0, and returns g⁰ and what the reverse carry needs of the chunk: U, Û [BT, BK], M_d [BT, BT], Γ, R(n, ·) [BT]
-    and Γ_n."""
-    delta = tl.load(Dc + st, mask=m_k, other=0.0)
-    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
-        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
+    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
-    g0 = tl.sum(gam[:, None] * e0, axis=0)
-    tl.store(G0 + st, g0, mask=m_k)
-    o_t = tl.arange(0, BT)
-    tl.store(S0 + (t0 + o_t) * H + i_h, s0, mask=m_t)
-    last = o_t == (t1 - t0 - 1)
-    rn = tl.sum(tl.where(last[:, None], R, 0.0), axis=0)  # R(n, i)
-    gam_n = tl.sum(tl.where(last, gam, 0.0), axis=0)
-    return g0, u, uh, Mi, gam, rn, gam_n
+    tl.store(G0 + st, tl.sum(gam[:, None] * e0, axis=0), mask=m_k)
+    tl.store(S0 + (t0 + tl.arange(0, BT)) * H + i_h, s0, mask=m_t)
 
 
 @triton.jit
 def dscan_chunk_bwd_walk_kernel(
     k, beta, alpha, eta, Md, G0, ddT, cu, chunk_off, Zc, dd0,
-    d_prior, Dc, dw, S0, d_min, d_max, dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, HAS_DDT: tl.constexpr, STORE_ZC: tl.constexpr = True,
-    FUSE_PRE: tl.constexpr = False, FUSE_BWD: tl.constexpr = False, PREC: tl.constexpr = "tf32",
-    PREFIX: tl.constexpr = False,
 ):
     """Serial adjoint carry over the chunks in reverse; grid (N, H).
 
     z ← g⁰ + Γ_n z − η Uᵀ (Γ ⊙ M_dᵀ (R(n, ·) ⊙ Û z)) per chunk (see ``dscan_chunk_bwd_pre_kernel``), starting from
     z = ∂L/∂d_T (or 0). Writes Zc [NT, H, K] (fp32): the z_n entering each chunk from the right, and
     dd0 = ∂L/∂d_0 [N, H, K]. Without STORE_ZC, Zc is not written (the two-level carry's pass for the offsets).
-    With FUSE_PRE each chunk's g⁰ is formed here (``dscan_chunk_bwd_pre_kernel``'s work: G0 and S0 written) instead of
-    read; with FUSE_BWD each chunk's gradients are formed here from the z entering it (``dscan_chunk_bwd_kernel``'s
-    work). The two-level carry's first and second reverse passes so replace those two kernels.
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    et = tl.load(eta + i_h).to(tl.float32)
     if HAS_DDT:
         z = tl.load(ddT + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
     else:
         z = tl.zeros([BK], dtype=tl.float32)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos + (nc - 1) * BT  # the last chunk; for an empty sequence nothing is read (rows [t0, t0))
-    if not (FUSE_PRE or FUSE_BWD):  # the fused passes read each chunk where they do its work
-        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, eos, t0), i_h, H, K, BT, BK,
-                                      HAS_ALPHA)
-    if not FUSE_PRE:
-        g0 = tl.load(G0 + ((c_off + nc - 1) * H + i_h) * K + o_k, mask=m_k & (o_k * 0 + nc > 0), other=0.0)
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, eos, t0), i_h, H, K, BT, BK, HAS_ALPHA)
+    g0 = tl.load(G0 + ((c_off + nc - 1) * H + i_h) * K + o_k, mask=m_k & (o_k * 0 + nc > 0), other=0.0)
     for cc in range(0, nc):
         c = nc - 1 - cc
         t0 = bos + c * BT
@@ -530,27 +500,16 @@ def dscan_chunk_bwd_walk_kernel(
         st = ((c_off + c) * H + i_h) * K + o_k
         if STORE_ZC:
             tl.store(Zc + st, z, mask=m_k)
-        if FUSE_PRE:
-            g0c, u, uh, Mi, gam, rn, gam_n = _chunk_bwd_pre(k, beta, alpha, Md, Dc, dw, G0, S0, dp, et, st, m_k, t0,
-                                                            t1, i_h, d_min, d_max, H, K, BK, BT, HAS_ALPHA, PREC,
-                                                            PREFIX)
-            s1 = tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
-        elif FUSE_BWD:
-            g0c = g0
-            g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
-            u, gam, gam_n, s1 = _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dalpha, peta,
-                                           pdp, dp, et, z, c_off + c, st, m_k, t0, t1, i_h, d_min, d_max, H, K, BK, BT,
-                                           HAS_ALPHA, PREC)
-        else:
-            kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
-            gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
-            Mi = mr.to(tl.float32)
-            g0c = g0
-            # the previous chunk's loads (a full chunk; none before the first), issued ahead of this chunk's arithmetic
-            tp1 = tl.where(c > 0, t0, t0 - BT)
-            kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0 - BT, tp1, i_h, H, K, BT, BK, HAS_ALPHA)
-            g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
-            s1 = tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
+        kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
+        gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        Mi = mr.to(tl.float32)
+        g0c = g0
+        # the previous chunk's loads (a full chunk; none before the first), issued ahead of this chunk's arithmetic
+        tp1 = tl.where(c > 0, t0, t0 - BT)
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0 - BT, tp1, i_h, H, K, BT, BK, HAS_ALPHA)
+        g0 = tl.load(G0 + st - H * K, mask=m_k & (o_k * 0 + c > 0), other=0.0)
+        x = rn * tl.sum(uh * z[None, :], axis=1)
+        s1 = tl.sum(Mi * x[:, None], axis=0)
         z = g0c + gam_n * z - et * tl.sum((gam * s1)[:, None] * u, axis=0)
     tl.store(dd0 + (i_n * H + i_h) * K + o_k, z, mask=m_k)
 
@@ -559,7 +518,7 @@ def dscan_chunk_bwd_walk_kernel(
 def dscan_chunk_map_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, TRANS: tl.constexpr = False,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -579,7 +538,10 @@ def dscan_chunk_map_kernel(
     offsets' K-reductions across 8 warps sit on the maps' chain. Advancing two or four chunks a step (the product of
     the chunk maps as g I − η Σ_j U_jᵀ z_j, the z's off the chain, Φ laid out once a step for independent products)
     was slower too: 0.489 → 0.771 / 0.857 ms (255 registers and 24 / 144 B of stack against 196; run14 log, call 6;
-    the code is in the history, b7730ba).
+    the code is in the history, b7730ba). So was the transposed form, Ψ = Φᵀ ← Γ_n Ψ − η (Ψ Yᵀ) diag(R(n, ·) / ‖k‖²) U
+    with Ψ the left operand of warp-group products (142 registers offline with Triton 3.6, Ψ still staged through
+    shared memory): 0.495 → 0.599 ms, 0.552 capped at 128 registers (two programs an SM; run15 log, calls 1, 2;
+    the code is in the history, c7dc1fc).
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
@@ -592,10 +554,7 @@ def dscan_chunk_map_kernel(
     et = tl.load(eta + i_h).to(tl.float32)
     o_k = tl.arange(0, BK)
     o_j = i_j * BN + tl.arange(0, BN)
-    if TRANS:
-        phi = tl.where(o_j[:, None] == o_k[None, :], 1.0, 0.0)
-    else:
-        phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
+    phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
@@ -616,20 +575,11 @@ def dscan_chunk_map_kernel(
         # A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U: only U [BT, BK] stays live, and Y (not depending on Φ)
         # leaves two products on the chain from Φ to Φ
         Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
-        if TRANS:
-            # Ψ = Φᵀ [BN, BK] ← Γ_n Ψ − η (Ψ Yᵀ) diag(R(n, ·) / ‖k‖²) U: Ψ is the left operand (kept in registers)
-            y = tl.dot(phi, tl.trans(Y), input_precision=PREC)
-            phi = tl.dot((-et * rnh)[None, :] * y, u, gam_n * phi, input_precision=PREC)
-        else:
-            y = tl.dot(Y, phi, input_precision=PREC)
-            y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
-            phi = gam_n * phi - et * y
-    if TRANS:
-        tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[None, :]) * K + o_j[:, None], phi,
-                 mask=(o_k[None, :] < K) & (o_j[:, None] < K))
-    else:
-        tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
-                 mask=(o_k[:, None] < K) & (o_j[None, :] < K))
+        y = tl.dot(Y, phi, input_precision=PREC)
+        y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
+        phi = gam_n * phi - et * y
+    tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
+             mask=(o_k[:, None] < K) & (o_j[None, :] < K))
 
 
 @triton.jit
@@ -686,28 +636,9 @@ def dscan_chunk_bwd_kernel(
     0 without α, and not written), reduced per sequence by ``dscan_chunk_sum_kernel``. Formulas: module docstring.
     The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
     """
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
-    _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp, dp, et, Zc, i_c, st, m_k,
-               t0, t1, i_h, d_min, d_max, H, K, BK, BT, HAS_ALPHA, PREC, Z_PTR=True)
-
-
-@triton.jit
-def _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp, dp, et, z, i_c, st, m_k,
-               t0, t1, i_h, d_min, d_max, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-               HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, Z_PTR: tl.constexpr = False):
-    """``dscan_chunk_bwd_kernel``'s work on global chunk i_c (rows [t0, t1), its δ⁰ at Dc + st) from the adjoint z_n
-    [BK] entering it from the right (with Z_PTR, ``z`` points at it: loaded after the iterates, which keeps the
-    chunk-parallel kernel at 32 B of stack instead of 104 at 2 warps, offline sm_90, Triton 3.6). Returns what the reverse carry needs of the chunk: U [BT, BK], Γ [BT], Γ_n and
-    s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n) [BT]."""
-    delta = tl.load(Dc + st, mask=m_k, other=0.0)
-    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
-        k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC)
-    if Z_PTR:
-        z = tl.load(z + st, mask=m_k, other=0.0)
+    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
+        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
+    z = tl.load(Zc + st, mask=m_k, other=0.0)
     gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
     p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
     o_t = tl.arange(0, BT)
@@ -715,8 +646,7 @@ def _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dal
     last = o_t[:, None] == (t1 - t0 - 1)
     rn = tl.sum(tl.where(last, R, 0.0), axis=0)  # R(n, i)
     # transposed C1 with the z_n part: s = M_dᵀ (b⁰ + R(n, ·) ⊙ Û z_n) = s⁰ + M_dᵀ (R(n, ·) ⊙ Û z_n)
-    s1 = tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
-    s = s0 + s1
+    s = s0 + tl.sum(Mi * (rn * tl.sum(uh * z[None, :], axis=1))[:, None], axis=0)
     e = direct - (et * s)[:, None] * u
     G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
     zi = G - e  # ∂L/∂d_i
@@ -738,7 +668,6 @@ def _chunk_bwd(k, beta, alpha, Md, Dc, S0, dw, dk, dbeta, dk_out, dbeta_out, dal
     if HAS_ALPHA:
         tl.store(dalpha + (t0 + o_t) * H + i_h, tl.sum(G * dev, axis=1), mask=m_t)
         tl.store(pdp + st, tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0), mask=m_k)
-    return u, gam, tl.sum(tl.where(o_t == (t1 - t0 - 1), gam, 0.0), axis=0), s1
 
 
 @triton.jit
@@ -796,8 +725,7 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
                 out=_env("OSDN_DSCAN_OUT_WARPS", 4 if BK > 64 else warps),
                 walk=_env("OSDN_DSCAN_WALK_WARPS", 2 if c16 else 4),
                 bwd=_env("OSDN_DSCAN_BWD_WARPS", 1 if BK <= 64 else warps),
-                seg=_env("OSDN_DSCAN_SEG_WARPS", 8), fused=_env("OSDN_DSCAN_FUSED_WARPS", 2),
-                fused_pre=_env("OSDN_DSCAN_FUSED_PRE_WARPS", 2), fused_bwd=_env("OSDN_DSCAN_FUSED_BWD_WARPS", 2))
+                seg=_env("OSDN_DSCAN_SEG_WARPS", 8), fused=_env("OSDN_DSCAN_FUSED_WARPS", 2))
 
 
 def _pre_maxnreg(warps: int) -> dict:
@@ -811,13 +739,16 @@ def _pre_maxnreg(warps: int) -> dict:
     return _maxnreg("OSDN_DSCAN_PRE_MAXNREG", 168 if warps == 2 else 0)
 
 
-def _fuse(what: str) -> bool:
-    """Whether a pass of the two-level carry does a chunk-parallel kernel's work itself (env OSDN_DSCAN_FUSE_<what>,
-    default off): OUT, the forward's second pass writes the write keys (``dscan_chunk_fwd_kernel`` with STORE_W, no
-    ``dscan_chunk_out_kernel``); PRE, the reverse's first pass forms g⁰ and s⁰ (FUSE_PRE, no
-    ``dscan_chunk_bwd_pre_kernel``); BWD, the reverse's second pass forms the gradients (FUSE_BWD, no
-    ``dscan_chunk_bwd_kernel``)."""
-    return bool(_env(f"OSDN_DSCAN_FUSE_{what}", 0))
+def _fuse_out() -> bool:
+    """Whether the two-level carry's second pass writes the write keys itself (``dscan_chunk_fwd_kernel`` with
+    STORE_W, 2 warps) instead of ``dscan_chunk_out_kernel`` after it (env OSDN_DSCAN_FUSE_OUT, default on). Same-run
+    A/B on an H200, bf16, (1, 32768, 16, 128) (reports/gpu-run-run15-NVIDIA-H200.log, calls 2, 3): the pass and the
+    write keys 0.145 + 0.149 → 0.214 ms (4 warps: 0.294; 8: 0.44), fwd+bwd 5.632 → 5.552 and 5.618 → 5.547 ms.
+    The same fusion in the reverse passes was slower (history 19db946; call 3): bwd_pre's work in the first reverse
+    pass 0.351 + 0.113 → 0.584 / 0.952 / 1.685 ms at 2 / 4 / 8 warps (255 registers and 56 B of stack at 2), the
+    backward kernel's in the second 0.570 + 0.113 → 1.121 / 2.011 at 4 / 8 (792 B of stack at 2): their heavy
+    per-chunk work hides its latency better over many chunk-parallel programs than over 512 serial ones."""
+    return bool(_env("OSDN_DSCAN_FUSE_OUT", 1))
 
 
 def _prefix() -> bool:
@@ -861,17 +792,17 @@ def _map_config(BK: int, w_dtype) -> tuple:
     prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(w_dtype, "ieee")
     prec = os.environ.get("OSDN_DSCAN_MAP_PREC", prec)
     BN = min(BK, _env("OSDN_DSCAN_MAP_BN", 32 if BK > 128 else BK))
-    return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec, bool(_env("OSDN_DSCAN_MAP_T", 0))
+    return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
 
 
 def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
     """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
     cu_s, _, _, _, _, NS = segs
-    BN, nwm, prec, trans = _map_config(BK, w_dtype)
+    BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        PREC=prec, TRANS=trans, num_warps=nwm, num_stages=1,
+        PREC=prec, num_warps=nwm, num_stages=1,
         **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
     return Phi
@@ -933,7 +864,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
         dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
-        fused = _fuse("OUT")
+        fused = _fuse_out()
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=True, STORE_DT=store_dT, DEV_IO=True, STORE_W=fused, STORE_DPREV=fused and store_dprev,
@@ -976,19 +907,17 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     nw = _kernel_warps(C, BK, warps)
     bw = nw["bwd"]
-    segs = saved.get("segs")
-    fpre, fbwd = (_fuse("PRE"), _fuse("BWD")) if segs is not None else (False, False)
-    fargs = (d_prior, Dc, dw, S0, float(d_min), float(d_max), dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp)
-    if NT > 0 and not fpre:
+    if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
             BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), num_warps=bw, num_stages=1,
             **_pre_maxnreg(bw),
         )
+    segs = saved.get("segs")
     if segs is None:
         dd0 = torch.empty(N, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(N, H)](
-            k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, *fargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            k, beta, alpha, eta, Md, G0, ddT, cu, offs, Zc, dd0, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_DDT=ddT is not None, num_warps=nw["walk"], num_stages=1,
         )
     else:
@@ -999,23 +928,19 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
         Phi = saved["Phi"]
         Gs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
-            k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, *fargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_DDT=False, STORE_ZC=False, FUSE_PRE=fpre, PREC=PREC, PREFIX=_prefix(),
-            num_warps=nw["fused_pre" if fpre else "walk"], num_stages=1,
-            **(_maxnreg("OSDN_DSCAN_FUSED_PRE_MAXNREG") if fpre else {}),
+            k, beta, alpha, eta, Md, G0, None, cu_s, coff_s, Zc, Gs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=False, STORE_ZC=False, num_warps=nw["walk"], num_stages=1,
         )
         Zs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Gs, ddT, d_prior, seg_ptr, Zs, H=H, K=K, BK=BK, HAS_X0=ddT is not None,
                                        X0_MINUS_DP=False, REVERSE=True, num_warps=nw["seg"])
         dd0s = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_bwd_walk_kernel[(NS, H)](
-            k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, *fargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_DDT=True, STORE_ZC=not fbwd, FUSE_BWD=fbwd, PREC=PREC,
-            num_warps=nw["fused_bwd" if fbwd else "walk"], num_stages=1,
-            **(_maxnreg("OSDN_DSCAN_FUSED_BWD_MAXNREG") if fbwd else {}),
+            k, beta, alpha, eta, Md, G0, Zs, cu_s, coff_s, Zc, dd0s, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
+            HAS_DDT=True, num_warps=nw["walk"], num_stages=1,
         )
         dd0 = dd0s.index_select(0, first)
-    if NT > 0 and not fbwd:
+    if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
             dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
