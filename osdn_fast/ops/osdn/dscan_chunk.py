@@ -583,13 +583,6 @@ def dscan_chunk_map_kernel(
 
 
 @triton.jit
-def _seg_loads(Phi, Cs, s, i_h, o_k, m, H: tl.constexpr, K: tl.constexpr):
-    """Segment s's map Φ_s [BK, BK] and offset c_s [BK] (zeros where the row mask m is off)."""
-    ph = tl.load(Phi + ((s * H + i_h) * K + o_k[:, None]) * K + o_k[None, :], mask=m[:, None] & m[None, :], other=0.0)
-    return ph, tl.load(Cs + (s * H + i_h) * K + o_k, mask=m, other=0.0)
-
-
-@triton.jit
 def dscan_chunk_seg_kernel(
     Phi, Cs, x0, d_prior, seg_ptr, Xs,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
@@ -612,28 +605,19 @@ def dscan_chunk_seg_kernel(
             x = x - tl.load(d_prior + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
     else:
         x = tl.zeros([BK], dtype=tl.float32)
-    ns = s1 - s0
-    # each segment's map and offset are loaded one segment ahead: they do not depend on x
-    if REVERSE:
-        s = (s1 - 1).to(tl.int64)
-    else:
-        s = s0.to(tl.int64)
-    ph, cs = _seg_loads(Phi, Cs, s, i_h, o_k, m_k & (o_k * 0 < ns), H, K)
-    for ss in range(0, ns):
+    for ss in range(0, s1 - s0):
         if REVERSE:
             s = (s1 - 1 - ss).to(tl.int64)
-            sn = s - 1
         else:
             s = (s0 + ss).to(tl.int64)
-            sn = s + 1
         tl.store(Xs + (s * H + i_h) * K + o_k, x, mask=m_k)
-        ph_n, cs_n = _seg_loads(Phi, Cs, sn, i_h, o_k, m_k & (o_k * 0 + ss + 1 < ns), H, K)
+        ph = tl.load(Phi + ((s * H + i_h) * K + o_k[:, None]) * K + o_k[None, :], mask=m_k[:, None] & m_k[None, :],
+                     other=0.0)
         if REVERSE:
             x = tl.sum(ph * x[:, None], axis=0)  # Φᵀ x
         else:
             x = tl.sum(ph * x[None, :], axis=1)
-        x = x + cs
-        ph, cs = ph_n, cs_n
+        x = x + tl.load(Cs + (s * H + i_h) * K + o_k, mask=m_k, other=0.0)
 
 
 @triton.jit
@@ -811,31 +795,17 @@ def _map_config(BK: int, w_dtype) -> tuple:
     return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
 
 
-def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, Phi):
-    """Writes Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
+def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
+    """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
+    Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
         PREC=prec, num_warps=nwm, num_stages=1,
         **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
-
-
-_SIDE_STREAMS = {}
-
-
-def _side_stream(dev):
-    """A second CUDA stream of device ``dev`` (one per device, made once) for ``_maps_beside``."""
-    if dev not in _SIDE_STREAMS:
-        _SIDE_STREAMS[dev] = torch.cuda.Stream(dev)
-    return _SIDE_STREAMS[dev]
-
-
-def _maps_beside() -> bool:
-    """Whether the segment maps run on a second CUDA stream beside the first pass of the two-level carry (the
-    segments' offsets), which needs the same inputs and not the maps (env OSDN_DSCAN_MAP_STREAM, default off)."""
-    return bool(_env("OSDN_DSCAN_MAP_STREAM", 0))
+    return Phi
 
 
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
@@ -884,25 +854,12 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
-        # every tensor the maps touch is allocated here, on the caller's stream, which waits for the maps below before
-        # anything else runs: nothing the side stream reads or writes is freed or reused under it
-        Phi = torch.empty(NS, H, K, K, device=dev, dtype=f32)
+        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
-        side = k.is_cuda and _maps_beside()
-        if side:
-            main = torch.cuda.current_stream(dev)
-            aside = _side_stream(dev)
-            aside.wait_stream(main)
-            with torch.cuda.stream(aside):
-                _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, Phi)
-        else:
-            _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, Phi)
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
         )
-        if side:
-            main.wait_stream(aside)
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
