@@ -135,7 +135,7 @@ def _keys_of(kr, br):
 
 @triton.jit
 def _carry_loads(k, beta, alpha, Md, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-                 BK: tl.constexpr, HAS_ALPHA: tl.constexpr, LOAD_MD: tl.constexpr = True):
+                 BK: tl.constexpr, HAS_ALPHA: tl.constexpr):
     """What the serial carries read of rows [t0, t1) (nothing where t1 <= t0): keys [BT, BK] and β, α [BT] in
     their stored dtypes (α 1 on padded rows, fp32 ones without α), M_d rows [BT, BT]. The carries issue these
     loads one chunk ahead, so the walk does not wait on memory between its chunks."""
@@ -149,10 +149,7 @@ def _carry_loads(k, beta, alpha, Md, t0, t1, i_h, H: tl.constexpr, K: tl.constex
         ar = tl.load(alpha + (t0 + o_t) * H + i_h, mask=m_t, other=1.0)
     else:
         ar = tl.full([BT], 1.0, dtype=tl.float32)
-    if LOAD_MD:
-        mr = tl.load(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
-    else:  # (M_d formed by the caller)
-        mr = tl.zeros([BT, BT], dtype=tl.float32)
+    mr = tl.load(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
     return kr, br, ar, mr
 
 
@@ -243,19 +240,11 @@ def dscan_chunk_prep_kernel(
         u = b[:, None] * k2
         uu += tl.dot(u, tl.trans(u), input_precision=PREC)
     nz = s > 0
+    uuh = tl.where(nz[None, :], uu / tl.where(nz, s, 1.0)[None, :], 0.0)  # ⟨u_i, û_j⟩
     _, R, _, _, _ = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-    Mi = _md_of(uu, tl.where(nz, s, 1.0), nz, R, et, BT)
-    tl.store(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], Mi, mask=m_t[:, None])
-
-
-@triton.jit
-def _md_of(uu, s_safe, nz, R, et, BT: tl.constexpr):
-    """M_d = (I + L)^{-1} of C1 from the Gram matrix uu = U Uᵀ [BT, BT], ‖k‖² (1 where k = 0), the nonzero-key flags
-    and the gate ratios R: L_ij = η R(i, j) ⟨u_i, û_j⟩ for j < i, ⟨u_i, û_j⟩ = ⟨u_i, u_j⟩ / ‖k_j‖² (0 where k_j = 0)."""
-    o_t = tl.arange(0, BT)
-    uuh = tl.where(nz[None, :], uu / s_safe[None, :], 0.0)  # ⟨u_i, û_j⟩
     L = tl.where(o_t[:, None] > o_t[None, :], et * R * uuh, 0.0)
-    return _unit_lower_inverse(L, BT)
+    Mi = _unit_lower_inverse(L, BT)
+    tl.store(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], Mi, mask=m_t[:, None])
 
 
 @triton.jit
@@ -390,7 +379,7 @@ def dscan_chunk_fwd_kernel(
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr, DEV_IO: tl.constexpr = False,
     STORE_DC: tl.constexpr = True, STORE_W: tl.constexpr = False, STORE_DPREV: tl.constexpr = False,
-    PREC: tl.constexpr = "tf32", PREFIX: tl.constexpr = False, FUSE_PREP: tl.constexpr = False,
+    PREC: tl.constexpr = "tf32", PREFIX: tl.constexpr = False,
 ):
     """Serial carry of C1 over the chunks; grid (N, H), one program per (sequence, head).
 
@@ -401,8 +390,7 @@ def dscan_chunk_fwd_kernel(
     With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment); without
     STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets). With STORE_W it also writes
     every chunk's write keys w (and with STORE_DPREV dprev) as ``dscan_chunk_out_kernel`` does, from the δ⁰ and steps
-    it has at hand (the two-level carry's second pass, which so replaces that kernel). With FUSE_PREP it forms every
-    chunk's M_d itself and writes it into Md (``dscan_chunk_prep_kernel``'s work) instead of reading it.
+    it has at hand (the two-level carry's second pass, which so replaces that kernel).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -413,8 +401,7 @@ def dscan_chunk_fwd_kernel(
             delta = delta - dp
     else:
         delta = tl.zeros([BK], dtype=tl.float32)
-    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, bos, tl.minimum(bos + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA,
-                                  LOAD_MD=not FUSE_PREP)
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, bos, tl.minimum(bos + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
     for c in range(0, tl.cdiv(eos - bos, BT)):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
@@ -422,16 +409,9 @@ def dscan_chunk_fwd_kernel(
             tl.store(Dc + ((c_off + c) * H + i_h) * K + o_k, delta, mask=m_k)
         kk, b, k2, u, uh, s_safe, nz = _keys_of(kr, br)
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
-        if FUSE_PREP:
-            _, R, _, _, _ = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-            Mi = _md_of(tl.dot(u, tl.trans(u), input_precision=PREC), s_safe, nz, R, et, BT)
-            o_t = tl.arange(0, BT)
-            tl.store(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], Mi, mask=((t0 + o_t) < t1)[:, None])
-        else:
-            Mi = mr.to(tl.float32)
+        Mi = mr.to(tl.float32)
         # the next chunk's loads (none past the end), issued before this chunk's dependent arithmetic
-        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA,
-                                      LOAD_MD=not FUSE_PREP)
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
         wv = _carry_w(Mi, u, dp, et, gam, delta)
         if STORE_W:  # C1 iterates and C2 write keys of this chunk, off the carry's chain
             a, _, _, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
@@ -771,13 +751,6 @@ def _fuse_out() -> bool:
     return bool(_env("OSDN_DSCAN_FUSE_OUT", 1))
 
 
-def _fuse_prep() -> bool:
-    """Whether the two-level carry's first forward pass (the segments' offsets) forms every chunk's M_d itself
-    (``dscan_chunk_fwd_kernel`` with FUSE_PREP; the maps follow it) instead of ``dscan_chunk_prep_kernel`` before it
-    (env OSDN_DSCAN_FUSE_PREP, default off)."""
-    return bool(_env("OSDN_DSCAN_FUSE_PREP", 0))
-
-
 def _prefix() -> bool:
     """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
     (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
@@ -862,14 +835,13 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     w = torch.empty(1, T, H, K, device=dev, dtype=w_dtype)
     dT = torch.empty(N, H, K, device=dev, dtype=f32) if store_dT else None
     dprev = torch.empty(1, T, H, K, device=dev, dtype=f32) if store_dprev else None
-    LS = scan_segment_length(C, N * H, cu_host, w_dtype)
-    segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
-    fprep = segs is not None and _fuse_prep()  # M_d formed by the two-level carry's first pass
-    if NT > 0 and not fprep:
+    if NT > 0:
         dscan_chunk_prep_kernel[(NT, H)](
             k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=ha, PREC=PREC,
             num_warps=nw["prep"], num_stages=1,
         )
+    LS = scan_segment_length(C, N * H, cu_host, w_dtype)
+    segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
     Phi = None  # the segments' composed maps (two-level carry only)
     fused = False  # whether the write keys come from the carry's pass (the two-level carry's second pass)
     wargs = (w, dprev, float(d_min), float(d_max))
@@ -882,16 +854,12 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
-        if not fprep:
-            Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
+        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
-            HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, PREC=PREC, FUSE_PREP=fprep,
-            num_warps=nw["fwd"], num_stages=1,
+            HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
         )
-        if fprep:
-            Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
