@@ -3,7 +3,9 @@
 ``TRITON_INTERPRET=0 python -m osdn_fast._offline_regs MODULE.KERNEL warps=2 BT=16 BK=128 ...`` compiles ``KERNEL`` of
 ``osdn_fast.ops.osdn.MODULE`` for an H100 target (``maxnreg=N`` caps the registers) with the given constexprs (defaults:
 H=16, K=128, BK=128, HAS_ALPHA=False, PREC=tf32, bf16 keys) and prints cuobjdump's resource usage. A tool for choosing
-kernel layouts before spending device time; what runs on the GPU (Triton 3.6 there) may differ by a few registers.
+kernel layouts before spending device time. Compile with the device's Triton (3.6 there): ``pip install --target
+/tmp/t36 --no-deps triton==3.6.0`` and ``PYTHONPATH=/tmp/t36``; Triton 3.9 compiled the transposed d-scan map kernel
+to 126 registers, 3.6 to 142 (one program an SM instead of two; osdn_fast/NOTES.md, fourteenth session).
 """
 import importlib
 import inspect

@@ -21,7 +21,8 @@ M_d = (I + L)^{-1} depends on k, β, α, η only (not on δ⁰), so it is built 
 (``dscan_chunk_prep_kernel``). The only serial work is the carry δ⁰ → δ leaving = Γ_n δ⁰ + Σ_j R(n, j) w_j û_j,
 two K-reductions and a [C, C] matrix-vector product per chunk (``dscan_chunk_fwd_kernel``, which stores each
 chunk's δ⁰); the per-token iterates and write keys then follow for all chunks at once from their δ⁰
-(``dscan_chunk_out_kernel``, and recomputed, not stored, in the backward: ``_chunk_dev``).
+(``dscan_chunk_out_kernel``; where the two-level carry runs, its second pass writes them as it walks, ``_fuse_out``;
+recomputed, not stored, in the backward: ``_chunk_dev``).
 
 Backward. With z_t = ∂L/∂d_t (z_T = ∂L/∂d_T or 0), direct_t = [d_min < d̄_{t-1} < d_max] ⊙ ∂L/∂K̃_t ⊙ k_t and
 s_t = ⟨û_t, z_t⟩, the token-serial adjoint is G_t := ∂L/∂d̄_{t-1} = direct_t + z_t − η s_t u_t and
@@ -389,8 +390,9 @@ def dscan_chunk_fwd_kernel(
     The per-token iterates and write keys follow chunk-parallel in ``dscan_chunk_out_kernel``.
     With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment); without
     STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets). With STORE_W it also writes
-    every chunk's write keys w (and with STORE_DPREV dprev) as ``dscan_chunk_out_kernel`` does, from the δ⁰ and steps
-    it has at hand (the two-level carry's second pass, which so replaces that kernel).
+    every chunk's write keys w = K̃ (C2; and with STORE_DPREV dprev) as ``dscan_chunk_out_kernel`` does, from the δ⁰
+    and steps w it has at hand, off the carry's chain (the two-level carry's second pass, which so replaces that
+    kernel: ``_fuse_out``).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
