@@ -720,7 +720,9 @@ def _kernel_warps(C: int, BK: int, warps: int) -> dict:
       0.144 → 0.157 at (16, 2048, 32, 64); the backward pair at 4 warps still slower (4.723 → 4.869, 3.767 → 4.167).
     The two-level carry's serial level (``dscan_chunk_seg_kernel``) runs 8 (4: 0.119 → 0.112 ms at (1, 32768, 16, 128),
     within noise of fwd+bwd; run14 log, call 2).
-    Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD,SEG}_WARPS override each.
+    The two-level carry's second forward pass, which writes the write keys (``_fuse_out``), runs 2 (4: 0.294 ms, 8:
+    0.44, against 0.214; run15 log, call 2).
+    Env OSDN_DSCAN_{PREP,FWD,OUT,WALK,BWD,SEG,FUSED}_WARPS override each.
     """
     c16 = C == 16
     return dict(prep=_env("OSDN_DSCAN_PREP_WARPS", 1), fwd=_env("OSDN_DSCAN_FWD_WARPS", 4),
