@@ -446,6 +446,39 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     check(P, C)
 
 
+@pytest.mark.parametrize("LS,GS", [(4, 2), (6, 4), (3, 2)], ids=["two-groups", "partial-group", "odd-segments"])
+@pytest.mark.parametrize("case", [dict(T=170, cu=[0, 5, 170], alpha="gates", K=5),
+                                  dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed", K=70)],
+                         ids=["gates", "packed-signed-K70"])
+def test_group_factors_compose_the_same_segment_maps(monkeypatch, case, LS, GS):
+    """The segment maps Φ = A_m ⋯ A_1 (C1) composed GS chunks a step from the group factors of
+    ``dscan_chunk_group_kernel`` (B = Γ_g I − Σ_c P_c Z_c per group) equal the maps composed one chunk a step, to
+    float32 rounding: groups that fill a segment, a short last group, segments of an odd number of chunks, packed
+    and empty sequences, gates of either sign, and K = 70 (two column blocks of the factors)."""
+    import osdn_fast.ops.osdn.dscan_chunk as dc
+    from osdn_fast.ops.osdn.utils import chunk_index_tensors, next_pow2, scan_segment_tensors
+    case = dict(case)
+    T, cu, K = case.pop("T"), case.pop("cu"), case.pop("K")
+    P = make_problem(np.random.default_rng(T + K), T, 2, K, cu, **case)
+    P["beta"] = stable_beta(P)
+    C = 16
+    k, beta, alpha, eta = (_t(P[n]) for n in ("k", "beta", "alpha", "eta"))
+    H, BK = k.shape[2], next_pow2(K)
+    cu_h = np.asarray(cu)
+    idx, _, NT = chunk_index_tensors(cu_h, C, DEVICE)
+    Md = torch.empty(1, T, H, C, device=DEVICE, dtype=F32)
+    dc.dscan_chunk_prep_kernel[(NT, H)](k, beta, alpha, eta, torch.tensor(cu_h, dtype=torch.int32, device=DEVICE), idx,
+                                        Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=True, PREC="ieee",
+                                        num_warps=1)
+    segs = scan_segment_tensors(cu_h, C, LS, DEVICE)
+    maps = {}
+    for gs in (0, GS):
+        monkeypatch.setenv("OSDN_DSCAN_MAP_GS", str(gs))
+        maps[gs] = dc._segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, F32, LS).cpu().numpy()
+    assert np.abs(maps[0]).max() > 0.1  # the maps are not all reset to 0
+    np.testing.assert_allclose(maps[GS], maps[0], rtol=0, atol=2e-6)
+
+
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "out-kernel"])
 def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, fuse):
     """Where the two-level carry runs, its second forward pass writes the write keys K̃ (C2) and d_{t-1} from each

@@ -136,7 +136,7 @@ def _keys_of(kr, br):
 
 @triton.jit
 def _carry_loads(k, beta, alpha, Md, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-                 BK: tl.constexpr, HAS_ALPHA: tl.constexpr):
+                 BK: tl.constexpr, HAS_ALPHA: tl.constexpr, LOAD_MD: tl.constexpr = True):
     """What the serial carries read of rows [t0, t1) (nothing where t1 <= t0): keys [BT, BK] and β, α [BT] in
     their stored dtypes (α 1 on padded rows, fp32 ones without α), M_d rows [BT, BT]. The carries issue these
     loads one chunk ahead, so the walk does not wait on memory between its chunks."""
@@ -150,7 +150,10 @@ def _carry_loads(k, beta, alpha, Md, t0, t1, i_h, H: tl.constexpr, K: tl.constex
         ar = tl.load(alpha + (t0 + o_t) * H + i_h, mask=m_t, other=1.0)
     else:
         ar = tl.full([BT], 1.0, dtype=tl.float32)
-    mr = tl.load(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+    if LOAD_MD:
+        mr = tl.load(Md + ((t0 + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+    else:  # (not needed by the caller)
+        mr = tl.zeros([BT, BT], dtype=tl.float32)
     return kr, br, ar, mr
 
 
@@ -518,9 +521,9 @@ def dscan_chunk_bwd_walk_kernel(
 
 @triton.jit
 def dscan_chunk_map_kernel(
-    k, beta, alpha, eta, Md, cu_seg, Phi,
+    k, beta, alpha, eta, Md, cu_seg, Phi, Zb, Sp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, GROUPS: tl.constexpr = False,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -544,6 +547,10 @@ def dscan_chunk_map_kernel(
     with Ψ the left operand of warp-group products (142 registers offline with Triton 3.6, Ψ still staged through
     shared memory): 0.495 → 0.599 ms, 0.552 capped at 128 registers (two programs an SM; run15 log, calls 1, 2;
     the code is in the history, c7dc1fc).
+
+    With GROUPS, BT is a group of scan chunks and each step applies the group's map Γ_g I − P Z from the factors of
+    ``dscan_chunk_group_kernel`` (Z [T, H, K] and s_p [T, H], the rows of Pᵀ s_p ⊙ U): Φ ← Γ_g Φ − P (Z Φ), two
+    products of depth BT on the chain per group.
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
@@ -561,7 +568,7 @@ def dscan_chunk_map_kernel(
     t0 = bos
     # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
     kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
-                                  BK, HAS_ALPHA)
+                                  BK, HAS_ALPHA, LOAD_MD=not GROUPS)
     for c in range(0, nc):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
@@ -571,17 +578,99 @@ def dscan_chunk_map_kernel(
         u = br.to(tl.float32)[:, None] * k2  # U = β k² (D4); Û = diag(1/‖k‖²) U, 0 where k = 0
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
         rnh = tl.where(sq > 0, rn / tl.where(sq > 0, sq, 1.0), 0.0)  # R(n, ·) / ‖k‖²
-        Mi = mr.to(tl.float32)
-        # the next chunk's loads (none past the end), issued before this chunk's products
-        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
-        # A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U: only U [BT, BK] stays live, and Y (not depending on Φ)
-        # leaves two products on the chain from Φ to Φ
-        Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
-        y = tl.dot(Y, phi, input_precision=PREC)
-        y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
-        phi = gam_n * phi - et * y
+        if GROUPS:
+            o_r = tl.arange(0, BT)
+            m_r = (t0 + o_r) < t1
+            zr = tl.load(Zb + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], mask=m_r[:, None] & (o_k < K)[None, :],
+                         other=0.0)
+            spr = tl.load(Sp + (t0 + o_r) * H + i_h, mask=m_r, other=0.0)
+            kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK,
+                                          HAS_ALPHA, LOAD_MD=False)
+            y = tl.dot(zr, phi, input_precision=PREC)
+            phi = gam_n * phi - tl.dot(tl.trans(spr[:, None] * u), y, input_precision=PREC)
+        else:
+            Mi = mr.to(tl.float32)
+            # the next chunk's loads (none past the end), issued before this chunk's products
+            kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK,
+                                          HAS_ALPHA)
+            # A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U: only U [BT, BK] stays live, and Y (not depending
+            # on Φ) leaves two products on the chain from Φ to Φ
+            Y = tl.dot(Mi * gam[None, :], u, input_precision=PREC)
+            y = tl.dot(Y, phi, input_precision=PREC)
+            y = tl.dot(tl.trans(u), rnh[:, None] * y, input_precision=PREC)
+            phi = gam_n * phi - et * y
     tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
              mask=(o_k[:, None] < K) & (o_j[None, :] < K))
+
+
+@triton.jit
+def dscan_chunk_group_kernel(
+    k, beta, alpha, eta, Md, cu_seg, Zb, Sp,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, GS: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+):
+    """Factors of the product of GS consecutive chunk maps (a group of a segment, from its start); grid (NS, groups a
+    segment at most, H).
+
+    Chunk c's map is A_c = Γ_c I − P_c Y_c with P_c = η U_cᵀ diag(R(n_c, ·) / ‖k‖²) and Y_c = M_d diag(Γ) U_c (C1,
+    ``dscan_chunk_map_kernel``). Their product over the group is B = Γ_g I − Σ_c P_c Z_c, built chunk by chunk:
+    B_m = Γ_m B_{m−1} − P_m (Y_m B_{m−1}) gives Z_m = Γ_{1..m−1} Y_m − Σ_{c<m} (Y_m P_c) Z_c from B_{m−1}'s factors,
+    then Z_c ← Γ_m Z_c for c < m. Writes Z [T, H, K] (row t: the row of Z_c for token t) and s_p = η R(n_c, t) /
+    ‖k_t‖² [T, H] (P_c's rows are s_p ⊙ u), float32. Rows past the segment's end are padding (k = 0, α = 1): they
+    add nothing and scale nothing.
+    """
+    BG: tl.constexpr = BT * GS
+    BKC: tl.constexpr = 64 if BK > 64 else BK  # key columns a block: the recursion is column by column
+    i_s = tl.program_id(0)
+    i_g = tl.program_id(1)
+    i_h = tl.program_id(2)
+    bos = tl.load(cu_seg + i_s).to(tl.int64)
+    eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
+    t0 = bos + i_g * BG
+    t1 = tl.maximum(tl.minimum(t0 + BG, eos), t0)  # an empty group (past the segment) reads and writes nothing
+    et = tl.load(eta + i_h).to(tl.float32)
+    o_r = tl.arange(0, BG)
+    m_r = (t0 + o_r) < t1
+    b = tl.load(beta + (t0 + o_r) * H + i_h, mask=m_r, other=0.0).to(tl.float32)
+    _, R, gam, _, _ = _gate_ratios(alpha, t0, t1, i_h, H, BG, HAS_ALPHA)  # over the group: R(i, j), Γ from its start
+    cid = o_r // BT
+    cs = cid * BT  # first row of each row's chunk
+    ne = cs + BT - 1  # last row of each row's chunk (padding past the end has α = 1: the same ratios)
+    gw = tl.where(cs == 0, gam, tl.sum(tl.where(o_r[None, :] == (cs - 1)[:, None], R, 0.0), axis=1))  # Γ in chunk
+    gne = tl.sum(tl.where(o_r[:, None] == ne[None, :], gw[:, None], 0.0), axis=0)  # Γ_n of each row's chunk
+    rn = tl.sum(tl.where(o_r[:, None] == ne[None, :], R, 0.0), axis=0)  # R(n_c, r)
+    mbd = tl.load(Md + ((t0 + o_r[:, None]) * H + i_h) * BT + (o_r % BT)[None, :],
+                  mask=m_r[:, None] & (cid[:, None] == cid[None, :]), other=0.0)  # blockdiag of the chunks' M_d
+    # Y Uᵀ (all chunks' blocks) and ‖k‖², over the key columns
+    ss = tl.zeros([BG], dtype=tl.float32)
+    YU = tl.zeros([BG, BG], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BKC)):
+        o_k = i_k * BKC + tl.arange(0, BKC)
+        kk = tl.load(k + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], mask=m_r[:, None] & (o_k < K)[None, :],
+                     other=0.0).to(tl.float32)
+        k2 = kk * kk
+        ss += tl.sum(k2, axis=1)
+        u = b[:, None] * k2
+        Y = tl.dot(mbd, gw[:, None] * u, input_precision=PREC)
+        YU += tl.dot(Y, tl.trans(u), input_precision=PREC)
+    nz = ss > 0
+    sp = tl.where(nz, et * rn / tl.where(nz, ss, 1.0), 0.0)
+    YP = YU * sp[None, :]  # blocks Y_m P_c
+    for i_k in range(0, tl.cdiv(K, BKC)):
+        o_k = i_k * BKC + tl.arange(0, BKC)
+        m_k = o_k < K
+        kk = tl.load(k + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], mask=m_r[:, None] & m_k[None, :],
+                     other=0.0).to(tl.float32)
+        Y = tl.dot(mbd, gw[:, None] * (b[:, None] * kk * kk), input_precision=PREC)
+        Z = tl.zeros([BG, BKC], dtype=tl.float32)
+        for m in tl.static_range(GS):
+            # Γ_{1..m−1}: Γ from the group's start to chunk m's start (no such row at m = 0: 1)
+            gpre = tl.sum(tl.where(o_r == m * BT - 1, gam, 0.0), axis=0) + (1.0 if m == 0 else 0.0)
+            gm = tl.sum(tl.where(o_r == m * BT, gne, 0.0), axis=0)  # Γ_m, the gate over chunk m
+            zm = gpre * Y - tl.dot(tl.where((cid < m)[None, :], YP, 0.0), Z, input_precision=PREC)
+            Z = tl.where((cid == m)[:, None], zm, tl.where((cid < m)[:, None], gm * Z, Z))
+        tl.store(Zb + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], Z, mask=m_r[:, None] & m_k[None, :])
+    tl.store(Sp + (t0 + o_r) * H + i_h, sp, mask=m_r)
 
 
 @triton.jit
@@ -799,14 +888,25 @@ def _map_config(BK: int, w_dtype) -> tuple:
     return BN, _env("OSDN_DSCAN_MAP_WARPS", 8 if BN >= 128 else 4), prec
 
 
-def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype):
+def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
     """Phi [NS, H, K, K]: every segment's composed carry map (the adjoint carry's is its transpose)."""
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
+    GS = _env("OSDN_DSCAN_MAP_GS", 0)  # chunks a map step (group factors); 0: one chunk a step, no group kernel
+    Zb = Sp = None
+    if GS > 1:
+        _, T, _, _ = k.shape
+        Zb = torch.empty(1, T, H, K, device=k.device, dtype=torch.float32)
+        Sp = torch.empty(1, T, H, device=k.device, dtype=torch.float32)
+        if NS > 0:  # LS: chunks a segment at most
+            dscan_chunk_group_kernel[(NS, cdiv(LS, GS), H)](
+                k, beta, alpha, eta, Md, cu_s, Zb, Sp, H=H, K=K, BK=BK, BT=C, GS=GS, HAS_ALPHA=alpha is not None,
+                PREC=prec, num_warps=_env("OSDN_DSCAN_GROUP_WARPS", 4), num_stages=1,
+            )
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
-        k, beta, alpha, eta, Md, cu_s, Phi, H=H, K=K, BK=BK, BT=C, BN=BN, HAS_ALPHA=alpha is not None,
-        PREC=prec, num_warps=nwm, num_stages=1,
+        k, beta, alpha, eta, Md, cu_s, Phi, Zb, Sp, H=H, K=K, BK=BK, BT=C * max(GS, 1), BN=BN,
+        HAS_ALPHA=alpha is not None, PREC=prec, GROUPS=GS > 1, num_warps=nwm, num_stages=1,
         **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
     return Phi
@@ -858,7 +958,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
-        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype)
+        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
