@@ -893,7 +893,12 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
     cu_s, _, _, _, _, NS = segs
     BN, nwm, prec = _map_config(BK, w_dtype)
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
-    GS = _env("OSDN_DSCAN_MAP_GS", 0)  # chunks a map step (group factors); 0: one chunk a step, no group kernel
+    # chunks a map step (group factors; 0: one chunk a step, no group kernel). Same-run A/B on an H200, bf16,
+    # (1, 32768, 16, 128) (reports/gpu-run-run15-NVIDIA-H200.log, call 7): the map kernel 0.491 → 0.289 / 0.391 ms at
+    # GS = 4 / 2, but the group kernel took 0.683 / 0.328 (255 registers and 8 B of stack at 4 warps; its recursion
+    # runs dense masked [64, 64] products, about 10 times the work of the [16, 16] blocks it needs), so fwd+bwd 5.550 → 6.034 / 5.778:
+    # off until the group kernel costs about 0.1 ms (osdn_fast/NOTES.md, next steps)
+    GS = _env("OSDN_DSCAN_MAP_GS", 0)
     Zb = Sp = None
     if GS > 1:
         _, T, _, _ = k.shape
