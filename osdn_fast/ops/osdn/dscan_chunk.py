@@ -613,11 +613,15 @@ def dscan_chunk_group_kernel(
     segment at most, H).
 
     Chunk c's map is A_c = Γ_c I − P_c Y_c with P_c = η U_cᵀ diag(R(n_c, ·) / ‖k‖²) and Y_c = M_d diag(Γ) U_c (C1,
-    ``dscan_chunk_map_kernel``). Their product over the group is B = Γ_g I − Σ_c P_c Z_c, built chunk by chunk:
-    B_m = Γ_m B_{m−1} − P_m (Y_m B_{m−1}) gives Z_m = Γ_{1..m−1} Y_m − Σ_{c<m} (Y_m P_c) Z_c from B_{m−1}'s factors,
-    then Z_c ← Γ_m Z_c for c < m. Writes Z [T, H, K] (row t: the row of Z_c for token t) and s_p = η R(n_c, t) /
-    ‖k_t‖² [T, H] (P_c's rows are s_p ⊙ u), float32. Rows past the segment's end are padding (k = 0, α = 1): they
-    add nothing and scale nothing.
+    ``dscan_chunk_map_kernel``). Their product over the group is B = Γ_g I − Σ_c P_c Z_c: B_m = Γ_m B_{m−1} −
+    P_m (Y_m B_{m−1}) gives the new factor W_m = Γ_{<m} Y_m − Σ_{c<m} (Y_m P_c) Γ_{(c,m)} W_c (Γ_{<m}: the chunk gates
+    before m, Γ_{(c,m)}: those strictly between), and Z_c = Γ_{>c} W_c. So (I + C) W = Γ_< ⊙ Y with C strictly block
+    lower, C[m, c] = (Y_m P_c) Γ_{(c,m)}, and C^GS = 0: W = Σ_{j<GS} (−C)^j (Γ_< ⊙ Y), GS − 1 products of [BG, BG] once
+    and one product per key block. Writes Z [T, H, K] (row t: the row of Z_c for token t) and s_p = η R(n_c, t) /
+    ‖k_t‖² [T, H] (P_c's rows are s_p ⊙ u), float32. Gate factors are products of the chunk gates Γ_c (no quotients,
+    spec §6). Rows past the segment's end are padding (k = 0, α = 1): they add nothing and scale nothing.
+    The forward substitution over the chunks (GS dependent products per key block, 5e9e337) took 0.683 ms at
+    (1, 32768, 16, 128), GS = 4 (H200, run15 log, call 7); this form is not measured yet.
     """
     BG: tl.constexpr = BT * GS
     BKC: tl.constexpr = 64 if BK > 64 else BK  # key columns a block: the recursion is column by column
@@ -637,8 +641,17 @@ def dscan_chunk_group_kernel(
     cs = cid * BT  # first row of each row's chunk
     ne = cs + BT - 1  # last row of each row's chunk (padding past the end has α = 1: the same ratios)
     gw = tl.where(cs == 0, gam, tl.sum(tl.where(o_r[None, :] == (cs - 1)[:, None], R, 0.0), axis=1))  # Γ in chunk
-    gne = tl.sum(tl.where(o_r[:, None] == ne[None, :], gw[:, None], 0.0), axis=0)  # Γ_n of each row's chunk
+    gne = tl.sum(tl.where(o_r[:, None] == ne[None, :], gw[:, None], 0.0), axis=0)  # Γ_c of each row's chunk c
     rn = tl.sum(tl.where(o_r[:, None] == ne[None, :], R, 0.0), axis=0)  # R(n_c, r)
+    # products of the chunk gates: Γ_{<c} and Γ_{>c} per row, Γ_{(c,m)} per pair of rows
+    gpre = tl.full([BG], 1.0, dtype=tl.float32)
+    gpost = tl.full([BG], 1.0, dtype=tl.float32)
+    F = tl.full([BG, BG], 1.0, dtype=tl.float32)
+    for l in tl.static_range(GS):
+        g_l = tl.sum(tl.where(o_r == l * BT, gne, 0.0), axis=0)
+        gpre = tl.where(cid > l, gpre * g_l, gpre)
+        gpost = tl.where(cid < l, gpost * g_l, gpost)
+        F = tl.where((cid[None, :] < l) & (cid[:, None] > l), F * g_l, F)
     mbd = tl.load(Md + ((t0 + o_r[:, None]) * H + i_h) * BT + (o_r % BT)[None, :],
                   mask=m_r[:, None] & (cid[:, None] == cid[None, :]), other=0.0)  # blockdiag of the chunks' M_d
     # Y Uᵀ (all chunks' blocks) and ‖k‖², over the key columns
@@ -655,20 +668,21 @@ def dscan_chunk_group_kernel(
         YU += tl.dot(Y, tl.trans(u), input_precision=PREC)
     nz = ss > 0
     sp = tl.where(nz, et * rn / tl.where(nz, ss, 1.0), 0.0)
-    YP = YU * sp[None, :]  # blocks Y_m P_c
+    C = tl.where(cid[:, None] > cid[None, :], YU * sp[None, :] * F, 0.0)  # blocks (Y_m P_c) Γ_{(c,m)}, c < m
+    # Tm = Σ_{j<GS} (−C)^j = (I + C)^{-1} (C is nilpotent of order GS)
+    Pw = tl.where(o_r[:, None] == o_r[None, :], 1.0, 0.0)
+    Tm = Pw
+    for j in tl.static_range(1, GS):
+        Pw = -tl.dot(Pw, C, input_precision=PREC)
+        Tm += Pw
+    Tm = gpost[:, None] * Tm * gpre[None, :]  # Z = diag(Γ_>) (I + C)^{-1} diag(Γ_<) Y
     for i_k in range(0, tl.cdiv(K, BKC)):
         o_k = i_k * BKC + tl.arange(0, BKC)
         m_k = o_k < K
         kk = tl.load(k + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], mask=m_r[:, None] & m_k[None, :],
                      other=0.0).to(tl.float32)
         Y = tl.dot(mbd, gw[:, None] * (b[:, None] * kk * kk), input_precision=PREC)
-        Z = tl.zeros([BG, BKC], dtype=tl.float32)
-        for m in tl.static_range(GS):
-            # Γ_{1..m−1}: Γ from the group's start to chunk m's start (no such row at m = 0: 1)
-            gpre = tl.sum(tl.where(o_r == m * BT - 1, gam, 0.0), axis=0) + (1.0 if m == 0 else 0.0)
-            gm = tl.sum(tl.where(o_r == m * BT, gne, 0.0), axis=0)  # Γ_m, the gate over chunk m
-            zm = gpre * Y - tl.dot(tl.where((cid < m)[None, :], YP, 0.0), Z, input_precision=PREC)
-            Z = tl.where((cid == m)[:, None], zm, tl.where((cid < m)[:, None], gm * Z, Z))
+        Z = tl.dot(Tm, Y, input_precision=PREC)
         tl.store(Zb + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], Z, mask=m_r[:, None] & m_k[None, :])
     tl.store(Sp + (t0 + o_r) * H + i_h, sp, mask=m_r)
 
@@ -895,9 +909,10 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
     Phi = torch.empty(NS, H, K, K, device=k.device, dtype=torch.float32)
     # chunks a map step (group factors; 0: one chunk a step, no group kernel). Same-run A/B on an H200, bf16,
     # (1, 32768, 16, 128) (reports/gpu-run-run15-NVIDIA-H200.log, call 7): the map kernel 0.491 → 0.289 / 0.391 ms at
-    # GS = 4 / 2, but the group kernel took 0.683 / 0.328 (255 registers and 8 B of stack at 4 warps; its recursion
-    # runs dense masked [64, 64] products, about 10 times the work of the [16, 16] blocks it needs), so fwd+bwd 5.550 → 6.034 / 5.778:
-    # off until the group kernel costs about 0.1 ms (osdn_fast/NOTES.md, next steps)
+    # GS = 4 / 2, but the group kernel took 0.683 / 0.328 (its forward substitution then, 5e9e337: 255 registers and
+    # 8 B of stack at 4 warps, GS dependent masked [64, 64] products per key block), so fwd+bwd 5.550 → 6.034 / 5.778:
+    # off until the group kernel costs about 0.1 ms. Its Neumann form now (220 registers offline, no stack) is not
+    # measured yet (osdn_fast/NOTES.md, next steps)
     GS = _env("OSDN_DSCAN_MAP_GS", 0)
     Zb = Sp = None
     if GS > 1:
