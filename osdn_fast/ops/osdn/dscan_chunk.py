@@ -581,8 +581,8 @@ def dscan_chunk_map_kernel(
         if GROUPS:
             o_r = tl.arange(0, BT)
             m_r = (t0 + o_r) < t1
-            zr = tl.load(Zb + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :], mask=m_r[:, None] & (o_k < K)[None, :],
-                         other=0.0)
+            zr = tl.load(Zb + ((t0 + o_r[:, None]) * H + i_h) * K + o_k[None, :],
+                         mask=m_r[:, None] & (o_k < K)[None, :], other=0.0)
             spr = tl.load(Sp + (t0 + o_r) * H + i_h, mask=m_r, other=0.0)
             kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK,
                                           HAS_ALPHA, LOAD_MD=False)
