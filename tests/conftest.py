@@ -27,7 +27,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest
 from hypothesis import HealthCheck, core, settings
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/strategies.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/strategies.py, tests/launches.py
 
 _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from launches import spy_launches
 from strategies import problems
 
 from osdn_fast import chunk_osdn
@@ -76,18 +77,12 @@ def test_T1_chunk_float16_gradient_kernel_key_blocks(monkeypatch, K, bko):
     from osdn_fast.ops.osdn import chunk as chunk_mod
     if bko is not None:
         monkeypatch.setenv("OSDN_BWD_GRAD_BKO", bko)
-    real, grids = chunk_mod.state_bwd_grads_stored_kernel, []
-
-    class Spy:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return real[grid]
-
-    monkeypatch.setattr(chunk_mod, "state_bwd_grads_stored_kernel", Spy())
+    grids = []
+    spy_launches(monkeypatch, chunk_mod, ["state_bwd_grads_stored_kernel"], grids)
     T, C = 40, 32
     check(realistic_problem(B=1, T=T, H=1, K=K, V=24, seed=9, full=True), torch.float16, C)
     blocks = 1 if (K <= 128 and bko is None) else 2
-    assert grids == [(-(-T // C) * blocks, 1)], grids
+    assert grids == [("state_bwd_grads_stored_kernel", (-(-T // C) * blocks, 1))], grids
 
 
 def test_alpha_zero_is_an_exact_hard_reset_across_chunks():

@@ -19,6 +19,8 @@ import triton
 from hypothesis import given
 from hypothesis import strategies as st
 
+from launches import spy_launches
+
 from osdn_fast import chunk_osdn
 from osdn_fast.compare import compare
 from osdn_fast.ops.osdn import chunk as chunk_mod
@@ -488,15 +490,7 @@ def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, f
     import osdn_fast.ops.osdn.dscan_chunk as dc
     monkeypatch.setenv("OSDN_DSCAN_SEG", "2")
     monkeypatch.setenv("OSDN_DSCAN_FUSE_OUT", "1" if fuse else "0")
-    launched = []
-    real = dc.dscan_chunk_out_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            launched.append(grid)
-            return real[grid]
-
-    monkeypatch.setattr(dc, "dscan_chunk_out_kernel", Spy())
+    launched = spy_launches(monkeypatch, dc, ["dscan_chunk_out_kernel"])
     P = make_problem(np.random.default_rng(7), 170, 2, 5, [0, 5, 170], alpha="gates", clip="active")
     P["beta"] = stable_beta(P)
     check(P, 16)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import osdn_fast.ops.osdn.chunk as chunk_mod
+from launches import spy_launches
 from osdn_fast import chunk_osdn
 from osdn_fast.compare import compare
 from osdn_fast.tolerance import BACKEND, assert_within, realistic_problem
@@ -29,26 +30,6 @@ def _packed_problem(gated: bool, K: int, V: int, lens=(23, 0, 41)):
     if not gated:
         del kw["g"]
     return kw
-
-
-def _spy_launches(monkeypatch, names, grids=None):
-    """Record, in order, which of the chunk module's kernels ``names`` are launched (and their grids into the list
-    ``grids``, when given)."""
-    launched = []
-
-    class Spy:
-        def __init__(self, kern, name):
-            self.kern, self.name = kern, name
-
-        def __getitem__(self, grid):
-            launched.append(self.name)
-            if grids is not None:
-                grids.append((self.name, tuple(grid)))
-            return self.kern[grid]
-
-    for name in names:
-        monkeypatch.setattr(chunk_mod, name, Spy(getattr(chunk_mod, name), name))
-    return launched
 
 
 def _assert_agree(other, base, ref, names, tol, what):
@@ -111,7 +92,7 @@ def test_stored_state_backward_is_the_default(monkeypatch):
     """Without OSDN_STATE_BWD the serial dh walk and the stored-operand gradient kernel run, and neither the fused
     kernel nor the recomputing gradient kernel does."""
     monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
-    launched = _spy_launches(monkeypatch, ["state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_dh_tiles_kernel",
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_bwd_kernel", "state_bwd_dh_kernel", "state_bwd_dh_tiles_kernel",
                                            "state_bwd_grads_kernel", "state_bwd_grads_stored_kernel"])
     kw = realistic_problem(B=1, T=20, H=1, K=8, V=8, seed=2, full=True)
     compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
@@ -188,7 +169,7 @@ def test_full_walks_float16_within_bounds(monkeypatch):
     reference (the default walks at these shapes are the two-product and the tiled one)."""
     monkeypatch.setenv("OSDN_STATE_WALK", "full")
     monkeypatch.setenv("OSDN_DH_WALK", "full")
-    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel", "state_bwd_dh_kernel",
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_fwd_kernel", "state_fwd_wu_kernel", "state_bwd_dh_kernel",
                                            "state_bwd_dh_tiles_kernel"])
     errs, _, _ = compare_mode(monkeypatch, "stored", _packed_problem(True, 67, 70), torch.float16)
     assert set(launched) == {"state_fwd_kernel", "state_bwd_dh_kernel"}, launched
@@ -216,7 +197,7 @@ def test_two_product_walk_equals_the_full_walk(monkeypatch, gated, mode, K, V, b
     monkeypatch.setenv("OSDN_STATE_WALK", "full")
     _, full, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     monkeypatch.setenv("OSDN_STATE_WALK", "wu")
-    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel"])
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_fwd_kernel", "state_fwd_wu_kernel"])
     errs, wu, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     assert set(launched) == {"state_fwd_wu_kernel"}, launched
     assert_within(errs, torch.float32, BACKEND, what=f"chunk_osdn two-product walk ({mode} state bwd)")
@@ -232,7 +213,7 @@ def test_two_product_walk_is_the_float16_default_and_within_bounds(monkeypatch, 
     reference, K = 67 and V = 70 (padded blocks)."""
     for name in ("OSDN_STATE_WALK", "OSDN_STATE_BWD", "OSDN_BWD_GRAD_BKO"):
         monkeypatch.delenv(name, raising=False)
-    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel", "state_wu_kernel",
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_fwd_kernel", "state_fwd_wu_kernel", "state_wu_kernel",
                                            "state_out_kernel"])
     errs, _, _ = compare(chunk_osdn, _packed_problem(gated, 67, 70), torch.float16, DEVICE, chunk_size=32)
     assert launched[:3] == ["state_wu_kernel", "state_fwd_wu_kernel", "state_out_kernel"], launched
@@ -253,7 +234,7 @@ def test_state_walk_follows_the_pairs_and_the_gradient_key_block(monkeypatch):
     monkeypatch.delenv("OSDN_STATE_WALK")
     monkeypatch.delenv("OSDN_STATE_BWD", raising=False)
     monkeypatch.delenv("OSDN_BWD_GRAD_BKO", raising=False)
-    launched = _spy_launches(monkeypatch, ["state_fwd_kernel", "state_fwd_wu_kernel"])
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_fwd_kernel", "state_fwd_wu_kernel"])
     compare(chunk_osdn, _packed_problem(False, 67, 70), torch.float32, DEVICE, chunk_size=32)
     assert set(launched) == {"state_fwd_kernel"}, launched
 
@@ -276,7 +257,7 @@ def test_two_level_walks_equal_the_plain_walks(monkeypatch, gated, K, V, seg, dh
     monkeypatch.setenv("OSDN_WALK_SEG", str(seg))
     monkeypatch.setenv("OSDN_WALK_DH_MAPS", dh_maps)
     grids = []
-    launched = _spy_launches(monkeypatch, ["state_seg_carry_kernel", "state_bwd_dh_tiles_kernel"], grids)
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_seg_carry_kernel", "state_bwd_dh_tiles_kernel"], grids)
     errs, two, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
     # the forward's and the dh walk's serial level; the dh walk's segment pass, then its plain pass
     assert launched == ["state_seg_carry_kernel", "state_bwd_dh_tiles_kernel", "state_seg_carry_kernel",
@@ -313,7 +294,7 @@ def test_two_level_walks_float16_within_bounds(monkeypatch):
     for name in ("OSDN_STATE_WALK", "OSDN_STATE_BWD", "OSDN_BWD_GRAD_BKO", "OSDN_DH_WALK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OSDN_WALK_SEG", "1")
-    launched = _spy_launches(monkeypatch, ["state_seg_carry_kernel"])
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_seg_carry_kernel"])
     errs, _, _ = compare(chunk_osdn, _packed_problem(True, 67, 70), torch.float16, DEVICE, chunk_size=16)
     assert len(launched) == 2, launched
     assert_within(errs, torch.float16, BACKEND, what="chunk_osdn two-level walks, float16")
