@@ -577,7 +577,7 @@ def dscan_chunk_map_kernel(
         sq = tl.sum(k2, axis=1)
         u = br.to(tl.float32)[:, None] * k2  # U = β k² (D4); Û = diag(1/‖k‖²) U, 0 where k = 0
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
-        rnh = tl.where(sq > 0, rn / tl.where(sq > 0, sq, 1.0), 0.0)  # R(n, ·) / ‖k‖²
+        rnh = tl.where(sq > 0, rn / tl.where(sq > 0, sq, 1.0), 0.0)  # R(n, ·) / ‖k‖² (one chunk a step only)
         if GROUPS:
             o_r = tl.arange(0, BT)
             m_r = (t0 + o_r) < t1
@@ -624,7 +624,8 @@ def dscan_chunk_group_kernel(
     (1, 32768, 16, 128), GS = 4 (H200, run15 log, call 7); this form is not measured yet.
     """
     BG: tl.constexpr = BT * GS
-    BKC: tl.constexpr = 64 if BK > 64 else BK  # key columns a block: the recursion is column by column
+    # key columns a block: Y is formed twice, for Y Uᵀ and then for Z = T Y, instead of held whole ([BG, BK] float32)
+    BKC: tl.constexpr = 64 if BK > 64 else BK
     i_s = tl.program_id(0)
     i_g = tl.program_id(1)
     i_h = tl.program_id(2)
