@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU session driver (device machine): bash osdn_fast/gpu_run.sh STAGE...
-# Stages: setup | pytest (PYTEST_ARGS, T_PY) | gputests | alltests | kerneltests | twolevel | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu. Logs go to $OUT/gpu-run.log.
+# Stages: setup | pytest (PYTEST_ARGS, T_PY) | gputests | alltests | kerneltests | twolevel | tolerance | bench | benchquick | benchold | abdscan | abenv | narrowdot | decodehost | ncu | ncudetail. Logs go to $OUT/gpu-run.log.
 # ncu: Nsight Compute profile (not a benchmark) of one chunk_osdn forward+backward at (8, 4096, 16, 128), Triton kernels
 # only, clocks left alone (--clock-control none): $OUT/ncu.csv (raw page) and $OUT/ncu.md (osdn_fast/profile_ncu.py).
 # fla-core 0.6.0 travels as a wheel in .whl/ (no registry there); fla autotunes in every fresh process (over 100 s for its
@@ -68,6 +68,15 @@ for st in "$@"; do
     decodehost)
       say "decoding step: host vs launch vs device time, ours and fla (osdn_fast/_decode_host.py)"
       timeout ${T_DH:-300} python3 -m osdn_fast._decode_host ${DH_N:-2000} 2>&1 | tee -a "$LOG" ;;
+    ncudetail)
+      # stall reasons, occupancy and memory of the kernels named by NCU_KERNELS (a regex; default the d-scan's), one
+      # chunk_osdn forward+backward (NCU_ARGS, e.g. "--B 1 --T 32768"): ncu's detail page as text, $OUT/ncu-detail.txt
+      say "ncu detail: ${NCU_KERNELS:-dscan_} (osdn_fast/profile_ncu.py run ${NCU_ARGS})"
+      NCU=$(command -v ncu) || NCU=$(ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | sort -V | tail -1)
+      [ -n "$NCU" ] && timeout ${T_NCU:-240} "$NCU" --profile-from-start off --clock-control none --target-processes all \
+        --kernel-name "regex:${NCU_KERNELS:-dscan_}" --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --page details \
+        python3 -m osdn_fast.profile_ncu run ${NCU_ARGS} 2>&1 | tee "$OUT/ncu-detail.txt" ;;
     ncu)
       say "ncu: profile of one chunk_osdn forward+backward, Triton kernels only (osdn_fast/profile_ncu.py)"
       rm -f "$OUT/ncu.csv" "$OUT/ncu.md"
