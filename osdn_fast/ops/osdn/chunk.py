@@ -500,7 +500,8 @@ def _chunk_bwd(aux, do, dhT, ddT):
         if tiles:
             # 2 pipeline stages: the next chunk's tiles are staged in shared memory while this one computes
             dh_tiles = dict(H=H, K=K, V=V, BT=BT, BKT=min(BK, 64), BV=BVD, USE_G=USE_G, DT=DT, PREC=PREC,
-                            num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2))
+                            num_warps=_ENV("OSDN_BWD_DH_WARPS", 4), num_stages=_ENV("OSDN_BWD_DH_STAGES", 2),
+                            LOADS_FIRST=bool(_ENV("OSDN_DH_LOADS_FIRST", 0)))
             segs = aux["segs_w"]
             if segs is not None:
                 # two-level walk (as the forward's): every segment's offset and map from its end, the segments from

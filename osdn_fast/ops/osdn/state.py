@@ -804,12 +804,20 @@ def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: t
 
 
 @triton.jit
+def _dh_tile_update(dh, qt, kt, en, dos, drs, USE_G: tl.constexpr, PREC: tl.constexpr):
+    """``_dh_tile_step`` on key tiles already loaded (K-major [BKT, BT] Q_i, K_i in the dot dtype)."""
+    if USE_G:
+        dh = en * dh
+    return dh + tl.dot(qt, dos, input_precision=PREC) - tl.dot(kt, drs, input_precision=PREC)
+
+
+@triton.jit
 def state_bwd_dh_tiles_kernel(
     q, k, p, beta, g, do, dhT, cu, chunk_off, scale,
     dv, dhbuf, dh0, drbuf, maps,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKT: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, HAS_DHT: tl.constexpr, MAPS: tl.constexpr, STORE_DH0: tl.constexpr, DT: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, LOADS_FIRST: tl.constexpr = False,
 ):
     """Serial part of the reverse pass of C3 with the state adjoint kept as key tiles (the default dh walk).
 
@@ -878,14 +886,51 @@ def state_bwd_dh_tiles_kernel(
         else:
             e = tl.full([BT], 1.0, dtype=tl.float32)
             en = 1.0
-        dr = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_u).to(tl.float32)
-        dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k1, m_k1, dh1, dr, DT, PREC)
-        if K > BKT:
-            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k2, m_k2, dh2, dr, DT, PREC)
-        if K > 2 * BKT:
-            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k3, m_k3, dh3, dr, DT, PREC)
-        if K > 3 * BKT:
-            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k4, m_k4, dh4, dr, DT, PREC)
+        if LOADS_FIRST:
+            # every tile of the chunk loaded before its first product (and before the dv, dR stores, which the
+            # compiler cannot move loads across), so that their latencies overlap
+            dr0 = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_u)
+            do0 = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_u)
+            pt1 = _rows(p, t0, t1, i_h, H, K, BT, o_k1, m_k1)
+            qt1 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k1, m_k1)
+            kt1 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k1, m_k1)
+            pt2 = pt1
+            qt2 = qt1
+            kt2 = kt1
+            pt3 = pt1
+            qt3 = qt1
+            kt3 = kt1
+            pt4 = pt1
+            qt4 = qt1
+            kt4 = kt1
+            if K > BKT:
+                pt2 = _rows(p, t0, t1, i_h, H, K, BT, o_k2, m_k2)
+                qt2 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k2, m_k2)
+                kt2 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k2, m_k2)
+            if K > 2 * BKT:
+                pt3 = _rows(p, t0, t1, i_h, H, K, BT, o_k3, m_k3)
+                qt3 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k3, m_k3)
+                kt3 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k3, m_k3)
+            if K > 3 * BKT:
+                pt4 = _rows(p, t0, t1, i_h, H, K, BT, o_k4, m_k4)
+                qt4 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k4, m_k4)
+                kt4 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k4, m_k4)
+            dr = tl.dot(pt1.to(DT), dh1.to(DT), dr0.to(tl.float32), input_precision=PREC)
+            if K > BKT:
+                dr = tl.dot(pt2.to(DT), dh2.to(DT), dr, input_precision=PREC)
+            if K > 2 * BKT:
+                dr = tl.dot(pt3.to(DT), dh3.to(DT), dr, input_precision=PREC)
+            if K > 3 * BKT:
+                dr = tl.dot(pt4.to(DT), dh4.to(DT), dr, input_precision=PREC)
+        else:
+            dr = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_u).to(tl.float32)
+            dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k1, m_k1, dh1, dr, DT, PREC)
+            if K > BKT:
+                dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k2, m_k2, dh2, dr, DT, PREC)
+            if K > 2 * BKT:
+                dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k3, m_k3, dh3, dr, DT, PREC)
+            if K > 3 * BKT:
+                dr = _p_dh(p, t0, t1, i_h, H, K, BT, o_k4, m_k4, dh4, dr, DT, PREC)
         rows = ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         if not MAPS:
@@ -893,15 +938,25 @@ def state_bwd_dh_tiles_kernel(
             tl.store(drbuf + rows, dr.to(drbuf.dtype.element_ty), mask=m_tv)
         be = b * e
         # the row scalings once a chunk on [BT, BV] (scale e^λ on dO, β e^λ on dR) instead of on every key tile
-        dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_u).to(tl.float32)).to(DT)
         drs = (be[:, None] * dr).to(DT)
-        dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, dos, drs, USE_G, DT, PREC)
-        if K > BKT:
-            dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, en, dos, drs, USE_G, DT, PREC)
-        if K > 2 * BKT:
-            dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, dos, drs, USE_G, DT, PREC)
-        if K > 3 * BKT:
-            dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, dos, drs, USE_G, DT, PREC)
+        if LOADS_FIRST:
+            dos = ((scale * e)[:, None] * do0.to(tl.float32)).to(DT)
+            dh1 = _dh_tile_update(dh1, qt1.to(DT), kt1.to(DT), en, dos, drs, USE_G, PREC)
+            if K > BKT:
+                dh2 = _dh_tile_update(dh2, qt2.to(DT), kt2.to(DT), en, dos, drs, USE_G, PREC)
+            if K > 2 * BKT:
+                dh3 = _dh_tile_update(dh3, qt3.to(DT), kt3.to(DT), en, dos, drs, USE_G, PREC)
+            if K > 3 * BKT:
+                dh4 = _dh_tile_update(dh4, qt4.to(DT), kt4.to(DT), en, dos, drs, USE_G, PREC)
+        else:
+            dos = ((scale * e)[:, None] * _rows(do, t0, t1, i_h, H, V, BT, o_v, m_u).to(tl.float32)).to(DT)
+            dh1 = _dh_tile_step(dh1, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1, en, dos, drs, USE_G, DT, PREC)
+            if K > BKT:
+                dh2 = _dh_tile_step(dh2, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2, en, dos, drs, USE_G, DT, PREC)
+            if K > 2 * BKT:
+                dh3 = _dh_tile_step(dh3, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3, en, dos, drs, USE_G, DT, PREC)
+            if K > 3 * BKT:
+                dh4 = _dh_tile_step(dh4, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4, en, dos, drs, USE_G, DT, PREC)
     if MAPS:
         _segment_end_store(dh0, maps, dh1, i_nh, o_k1, m_k1, o_c, m_c, is_map, K, V)
         if K > BKT:
