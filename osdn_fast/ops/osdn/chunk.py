@@ -511,6 +511,11 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 # two programs fit an SM: dh walk 1.236 → 1.173 ms at (1, 32768, 16, 128), segments of 32 (run13
                 # log, call 2; the forward walk was slower at 1 stage: 0.506 → 0.594)
                 dh_tiles["num_stages"] = _ENV("OSDN_WALK_SEG_DH_STAGES", 1)
+                # every tile of a chunk loaded before its first product (``state_bwd_dh_tiles_kernel``, LOADS_FIRST): at
+                # 1 stage nothing else issues them early. Same-run A/B on an H200, bf16 (reports/gpu-run-run16-NVIDIA-
+                # H200.log, call 4): dh walk 0.884 → 0.821 ms, fwd+bwd 5.534 → 5.461 at (1, 32768, 16, 128); the plain
+                # tiled walk at 2 stages was slower with it (0.805 → 0.833 at (2, 16384, 16, 128)), so it keeps them
+                dh_tiles["LOADS_FIRST"] = bool(_ENV("OSDN_DH_LOADS_FIRST", 1))
                 offs_b = torch.empty(NS, H, K, V, device=dev, dtype=f32)
                 # the forward's maps transposed where it kept them (``_dh_maps_source``): the segment pass then walks
                 # the value columns only (its map blocks, past the value blocks, are not launched; ``maps`` is not
@@ -547,6 +552,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, aux["vrbuf"], drbuf, do, aux["cu"], idx,
                 aux["scale"], dq, dk, dw, db, dgp, T,
                 H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, FROM_U=aux["from_u"], DT=DT, PREC=PREC,
+                KEYS_ONCE=_ENV("OSDN_GRAD_KEYS_ONCE", 0) if NKB == 1 else 0,
                 num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
             )
             if USE_G:

@@ -1117,7 +1117,7 @@ def state_bwd_grads_stored_kernel(
     q, k, v, w, beta, g, M, hbuf, dhbuf, vrbuf, drbuf, do, cu, chunk_idx, scale,
     dq, dk, dw, dbeta, dgp, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, BKO: tl.constexpr,
-    USE_G: tl.constexpr, FROM_U: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, FROM_U: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, KEYS_ONCE: tl.constexpr = 0,
 ):
     """``state_bwd_grads_kernel`` from stored operands (``OSDN_STATE_BWD=stored``, the default; 2.50 → 1.62 ms at
     (8, 4096, 16, 128) bf16 on an H200, ``chunk._state_bwd_mode``): the forward's residual R = V − diag(e^λ) K h⁰
@@ -1164,6 +1164,12 @@ def state_bwd_grads_stored_kernel(
     db = tl.zeros([BT], dtype=tl.float32)        # Σ_v dR ⊙ R
     dlk = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − R) = e^λ Σ_v dR ⊙ K h
     hdh = tl.zeros([BKO], dtype=tl.float32)      # Σ_v h ⊙ dh (this block's key columns)
+    # KEYS_ONCE (one key block, BKO >= K): Q, K, K̃ of the chunk are loaded once, for Q K̃ᵀ, K K̃ᵀ and the key
+    # gradients, 1: after the value loop, 2: before it (their loads then overlap the loop's first ones)
+    if KEYS_ONCE == 2:
+        qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+        ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+        wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
@@ -1197,22 +1203,33 @@ def state_bwd_grads_stored_kernel(
     # stays live through it)
     qw = tl.zeros([BT, BT], dtype=tl.float32)
     kw = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BKO)):
-        o_kc = i_k * BKO + tl.arange(0, BKO)
-        m_kc = o_kc < K
-        wc = _load2(w, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT)
-        kw += tl.dot(_load2(k, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
+    if KEYS_ONCE:
+        if KEYS_ONCE == 1:
+            qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+            ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+            wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+        kw = tl.dot(ko, tl.trans(wo), input_precision=PREC)
         if USE_G:
-            qw += tl.dot(_load2(q, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
+            qw = tl.dot(qo, tl.trans(wo), input_precision=PREC)
+    else:
+        for i_k in range(0, tl.cdiv(K, BKO)):
+            o_kc = i_k * BKO + tl.arange(0, BKO)
+            m_kc = o_kc < K
+            wc = _load2(w, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT)
+            kw += tl.dot(_load2(k, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
+            if USE_G:
+                qw += tl.dot(_load2(q, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc),
+                             input_precision=PREC)
     if USE_G:
         gam = _gate_ratios(lam, BT)
         S = tl.where(incl, qw * gam, 0.0)  # needed for dg only
         Araw = tl.where(strict, kw * gam, 0.0)
     else:
         Araw = tl.where(strict, kw, 0.0)
-    qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-    wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    if not KEYS_ONCE:
+        qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+        ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+        wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     if FROM_U:
         # Σ_v dR ⊙ e^λ K h⁰ = e^λ ⊙ Σ_k (dR h⁰ᵀ) ⊙ K; db held Σ_v dR ⊙ V
         dlk = e * tl.sum(gk * ko.to(tl.float32), axis=1)
