@@ -269,6 +269,15 @@ def _grad_bko(BK: int, dtype: torch.dtype) -> int:
     return min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(dtype)))
 
 
+def _grad_stages(DT, V: int, BV: int) -> int:
+    """Pipeline stages of the stored-operand gradient kernel (C3 reversed): 2 for 16-bit dots where its value loop
+    runs at least twice (V > BV), so that the next value block's dR, dO, h, dh, U tiles load while this one's products
+    run; else 1. Same-run A/B on an H200, bf16 (reports/gpu-run-run16-NVIDIA-H200.log, call 6): gradient kernel
+    0.897 → 0.858 ms at (1, 32768, 16, 128) (fwd+bwd 5.461 → 5.427) and 0.868 → 0.794 at (8, 4096, 16, 128) (4.058 →
+    3.981), bit-identical. Env OSDN_BWD_GRAD_STAGES."""
+    return _ENV("OSDN_BWD_GRAD_STAGES", 2 if DT is not tl.float32 and V > BV else 1)
+
+
 def _two_product_ok(BK: int, dtype: torch.dtype) -> bool:
     """Whether the two-product walk may run for padded key size BK and inputs of ``dtype`` (``_state_walk_mode``): the
     stored gradient kernel takes all key columns in one program (it forms Σ_v dR ⊙ R from them), or the backward
@@ -307,7 +316,7 @@ def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=torch.
         # (see state_fwd below).
         wy_inverse_blocked_kernel[(idx.shape[0], H)](
             k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=tl.float32,
-            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=1,
+            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=_ENV("OSDN_WY_STAGES", 1),
         )
     else:
         wy_inverse_kernel[(idx.shape[0], H)](
@@ -379,7 +388,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         if NT > 0:
             state_wu_kernel[(NT * cdiv(V, BV), H)](
                 k, v, beta, g, M, wk, ubuf, cu, idx, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, DT=DT,
-                PREC=PREC, num_warps=_ENV("OSDN_WU_WARPS", 4), num_stages=1,
+                PREC=PREC, K_FIRST=bool(_ENV("OSDN_WU_K_FIRST", 0)), num_warps=_ENV("OSDN_WU_WARPS", 4), num_stages=1,
             )
         fwd_wu = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, DT=DT, PREC=PREC,
                       num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS)
@@ -553,7 +562,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 aux["scale"], dq, dk, dw, db, dgp, T,
                 H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, FROM_U=aux["from_u"], DT=DT, PREC=PREC,
                 KEYS_ONCE=_ENV("OSDN_GRAD_KEYS_ONCE", 0) if NKB == 1 else 0,
-                num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_ENV("OSDN_BWD_GRAD_STAGES", 1),
+                num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_grad_stages(DT, V, BV),
             )
             if USE_G:
                 dg = dgp if NKB == 1 else dgp.sum(0, keepdim=True)

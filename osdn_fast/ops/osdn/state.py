@@ -173,7 +173,7 @@ def _chunk_value_block(cu, chunk_idx, V: tl.constexpr, BT: tl.constexpr, BV: tl.
 def state_wu_kernel(
     k, v, beta, g, M, wk, u, cu, chunk_idx,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, K_FIRST: tl.constexpr = False,
 ):
     """The h⁰-independent factors of U (C3) for every chunk at once, for the two-product walk
     (``state_fwd_wu_kernel``): U = M diag(β)(V − diag(e^λ) K h⁰) = u − W h⁰ with
@@ -187,13 +187,18 @@ def state_wu_kernel(
     b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
     vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    if K_FIRST:  # the first value block's keys loaded with V (before the store, which loads cannot pass)
+        kf = _load2(k, t0, o_t, m_t & (i_v + 0 * o_t == 0), i_h, H, K, o_k, m_k)
     uu = tl.dot(mm, (b[:, None] * vv).to(DT), input_precision=PREC)
     tl.store(u + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], uu.to(u.dtype.element_ty),
              mask=m_t[:, None] & m_v[None, :])
     if i_v == 0:
-        o_k = tl.arange(0, BK)
-        m_k = o_k < K
-        kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
+        if K_FIRST:
+            kk = kf.to(tl.float32)
+        else:
+            kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
         if USE_G:
             be = b * tl.exp(lam)
         else:
