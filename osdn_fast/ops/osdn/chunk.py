@@ -269,6 +269,14 @@ def _grad_bko(BK: int, dtype: torch.dtype) -> int:
     return min(BK, _ENV("OSDN_BWD_GRAD_BKO", _grad_key_block(dtype)))
 
 
+def _wy_stages(dtype: torch.dtype) -> int:
+    """Pipeline stages of the blocked UT inverse (C3) for inputs of ``dtype``: 2 for 16-bit inputs (the next key
+    block's K, K̃ tiles load while this one's products run), 1 for float32 (not measured). Same-run A/B on an H200, bf16
+    (reports/gpu-run-run16-NVIDIA-H200.log, call 7): UT inverse 0.369 → 0.281 ms at (1, 32768, 16, 128) (fwd+bwd
+    5.402 → 5.318) and 0.369 → 0.282 at (8, 4096, 16, 128) (3.971 → 3.879), bit-identical. Env OSDN_WY_STAGES."""
+    return _ENV("OSDN_WY_STAGES", 2 if dtype in (torch.float16, torch.bfloat16) else 1)
+
+
 def _grad_stages(DT, V: int, BV: int) -> int:
     """Pipeline stages of the stored-operand gradient kernel (C3 reversed): 2 for 16-bit dots where its value loop
     runs at least twice (V > BV), so that the next value block's dR, dO, h, dh, U tiles load while this one's products
@@ -316,7 +324,7 @@ def _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=torch.
         # (see state_fwd below).
         wy_inverse_blocked_kernel[(idx.shape[0], H)](
             k, w, beta, g, cu, idx, M, H=H, K=K, BT=BT, BKC=min(BK, 64), USE_G=g is not None, DT=tl.float32,
-            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=_ENV("OSDN_WY_STAGES", 1),
+            PREC=PREC, num_warps=_ENV("OSDN_WY_WARPS", 2), num_stages=_wy_stages(k.dtype),
         )
     else:
         wy_inverse_kernel[(idx.shape[0], H)](
