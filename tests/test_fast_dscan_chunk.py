@@ -481,29 +481,6 @@ def test_group_factors_compose_the_same_segment_maps(monkeypatch, case, LS, GS):
     np.testing.assert_allclose(maps[GS], maps[0], rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("split", ["1", "16"], ids=["blocks64", "blocks16"])
-@pytest.mark.parametrize("case", [
-    dict(T=70, cu=[0, 70], K=70),                                       # two blocks of 64 (the second partial)
-    dict(T=83, cu=[0, 0, 5, 40, 40, 83], K=40, alpha="signed"),         # packed, empty sequences, gates of either sign
-    dict(T=50, cu=[0, 50], K=20, alpha="many_resets", clip="active"),
-    dict(T=45, cu=[0, 17, 45], K=33, zero_rows=0.3, d0=False, ddT=False, alpha=None),
-], ids=["K70", "packed-signed-K40", "resets-clip-K20", "zero-keys-K33"])
-def test_key_blocked_backward_equals_the_token_scan_and_the_oracle(monkeypatch, case, split):
-    """``dscan_chunk_bwd_split_kernel`` (reverse C1 in key blocks: the row sums and the Gram matrix U Uᵀ first, ρ from
-    them, then each block's gradients with the row-sum term of ∂L/∂k held back) gives the same iterates' gradients as
-    the token-serial scan and the float64 oracle: one to four blocks, partial last blocks, packed and empty sequences,
-    resets, signed gates, an active clip and zero keys. The spy checks that it, and not the whole-row kernel, ran."""
-    import osdn_fast.ops.osdn.dscan_chunk as dc
-    monkeypatch.setenv("OSDN_DSCAN_BWD_SPLIT", split)
-    launched = spy_launches(monkeypatch, dc, ["dscan_chunk_bwd_split_kernel", "dscan_chunk_bwd_kernel"])
-    case = dict(case)
-    T, cu, K = case.pop("T"), case.pop("cu"), case.pop("K")
-    P = make_problem(np.random.default_rng(T * 3 + K), T, 2, K, cu, **case)
-    P["beta"] = stable_beta(P)
-    check(P, 16)
-    assert set(launched) == {"dscan_chunk_bwd_split_kernel"}
-
-
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "out-kernel"])
 def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, fuse):
     """Where the two-level carry runs, its second forward pass writes the write keys K̃ (C2) and d_{t-1} from each

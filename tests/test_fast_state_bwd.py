@@ -298,24 +298,3 @@ def test_two_level_walks_float16_within_bounds(monkeypatch):
     errs, _, _ = compare(chunk_osdn, _packed_problem(True, 67, 70), torch.float16, DEVICE, chunk_size=16)
     assert len(launched) == 2, launched
     assert_within(errs, torch.float16, BACKEND, what="chunk_osdn two-level walks, float16")
-
-
-@pytest.mark.parametrize("keys_once", [1, 2])
-@pytest.mark.parametrize("gated,walk", [(True, "wu"), (False, "full")])
-def test_gradient_kernel_loading_the_keys_once_changes_nothing(monkeypatch, keys_once, gated, walk):
-    """With one key block (BKO >= K) the stored gradient kernel of C3 may load the chunk's Q, K, K̃ once, for Q K̃ᵀ,
-    K K̃ᵀ and the key gradients (OSDN_GRAD_KEYS_ONCE: 1 after its value loop, 2 before it) instead of twice: the same
-    products on the same operands, so every output and gradient is bit for bit the default's, with the two-product
-    walk (U read, R formed from it) and the full walk, gated and not, packed sequences with an empty one."""
-    kw = _packed_problem(gated, 67, 130)
-    monkeypatch.setenv("OSDN_BWD_GRAD_BKO", "128")
-    monkeypatch.setenv("OSDN_STATE_WALK", walk)
-    _, base, ref = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    monkeypatch.setenv("OSDN_GRAD_KEYS_ONCE", str(keys_once))
-    grids = []
-    spy_launches(monkeypatch, chunk_mod, ["state_bwd_grads_stored_kernel"], grids)
-    errs, once, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    assert grids  # the stored gradient kernel ran
-    assert_within(errs, torch.float32, BACKEND, what=f"gradient kernel, keys loaded once ({keys_once})")
-    for n in base:
-        np.testing.assert_array_equal(once[n], base[n], err_msg=n)

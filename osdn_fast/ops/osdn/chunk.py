@@ -396,7 +396,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         if NT > 0:
             state_wu_kernel[(NT * cdiv(V, BV), H)](
                 k, v, beta, g, M, wk, ubuf, cu, idx, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None, DT=DT,
-                PREC=PREC, K_FIRST=bool(_ENV("OSDN_WU_K_FIRST", 0)), num_warps=_ENV("OSDN_WU_WARPS", 4), num_stages=1,
+                PREC=PREC, num_warps=_ENV("OSDN_WU_WARPS", 4), num_stages=1,
             )
         fwd_wu = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BVF, USE_G=g is not None, DT=DT, PREC=PREC,
                       num_warps=_ENV("OSDN_FWD_WARPS", 4), num_stages=FS)
@@ -569,7 +569,6 @@ def _chunk_bwd(aux, do, dhT, ddT):
                 q, k, v, aux["w"], beta, g, aux["M"], aux["hbuf"], dhbuf, aux["vrbuf"], drbuf, do, aux["cu"], idx,
                 aux["scale"], dq, dk, dw, db, dgp, T,
                 H=H, K=K, V=V, BT=BT, BV=BV, BKO=BKO, USE_G=USE_G, FROM_U=aux["from_u"], DT=DT, PREC=PREC,
-                KEYS_ONCE=_ENV("OSDN_GRAD_KEYS_ONCE", 0) if NKB == 1 else 0,
                 num_warps=_ENV("OSDN_BWD_GRAD_WARPS", 8), num_stages=_grad_stages(DT, V, BV),
             )
             if USE_G:

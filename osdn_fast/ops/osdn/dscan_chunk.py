@@ -741,6 +741,12 @@ def dscan_chunk_bwd_kernel(
     dalpha [T, H] and per-chunk partial sums peta [NT, H] (∂L/∂η) and, with α, pdp [NT, H, K] (∂L/∂d° through E1;
     0 without α, and not written), reduced per sequence by ``dscan_chunk_sum_kernel``. Formulas: module docstring.
     The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
+
+    It is bound by instruction issue (Nsight Compute, (1, 32768, 16, 128), bf16, H200: 0.37 instructions a cycle per
+    scheduler with two warps each, 3016 SASS instructions a thread; reports/gpu-run-run16-NVIDIA-H200.log, call 2). A
+    variant over key blocks of 64 or 32 columns (the row sums and U Uᵀ first, ρ from them, each block's gradients with
+    the term in cst held back; 240 / 210 registers without stack offline) was slower: 0.572 → 0.818 / 1.05 ms (call 3;
+    history 147ab67).
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
@@ -774,165 +780,6 @@ def dscan_chunk_bwd_kernel(
     if HAS_ALPHA:
         tl.store(dalpha + (t0 + o_t) * H + i_h, tl.sum(G * dev, axis=1), mask=m_t)
         tl.store(pdp + st, tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0), mask=m_k)
-
-
-@triton.jit
-def _bwd_cols(i: tl.constexpr, BKC: tl.constexpr, k, dw, d_prior, Dc, Zc, pdp, st0, t0, t1, i_h,
-              H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, b, inv, nz, m_t, a, R, Rx, gamx, rn, wv, s, rho, et,
-              d_min, d_max, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr):
-    """Key columns i·BKC … of ``dscan_chunk_bwd_split_kernel``'s chunk: the iterates (C1), the adjoint G and the part
-    of ∂L/∂k known before the row sums ``cst`` (``dscan_chunk_bwd_kernel``'s formulas), with this block's shares of
-    the row sums Σ_k g_uh k², Σ_k g_u k² and, with α, ⟨G, δ_{i-1}⟩; stores this block's columns of pdp (α)."""
-    o_k = i * BKC + tl.arange(0, BKC)
-    m_k = o_k < K
-    kk = _load_cols(k, t0, t1, i_h, H, K, BT, o_k, m_k)
-    gw = _load_cols(dw, t0, t1, i_h, H, K, BT, o_k, m_k)
-    k2 = kk * kk
-    u = b[:, None] * k2
-    uh = u * inv[:, None]
-    dp = tl.load(d_prior + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-    delta = tl.load(Dc + st0 + o_k, mask=m_k, other=0.0)
-    z = tl.load(Zc + st0 + o_k, mask=m_k, other=0.0)
-    dev = tl.dot(Rx, wv[:, None] * uh, input_precision=PREC) + gamx[:, None] * delta[None, :]  # δ_{i-1}
-    dev = tl.where(m_t[:, None], dev, 0.0)
-    if HAS_ALPHA:
-        dbar = dp[None, :] + a[:, None] * dev  # E1
-    else:
-        dbar = dp[None, :] + dev
-    p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
-    e = direct - (et * s)[:, None] * u
-    G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
-    zi = G - e  # ∂L/∂d_i
-    g_u = -(et * s)[:, None] * dbar
-    g_uh = tl.where(nz[:, None], (et * rho)[:, None] * zi, 0.0)
-    cstn = tl.sum(g_uh * k2, axis=1)
-    gbp = tl.sum(g_u * k2, axis=1)
-    A = gw * p + g_u * (2.0 * b)[:, None] * kk + (2.0 * b * inv)[:, None] * kk * g_uh
-    if HAS_ALPHA:
-        dal = tl.sum(G * dev, axis=1)
-        tl.store(pdp + st0 + o_k, tl.sum(tl.where(m_t[:, None], (1.0 - a)[:, None] * G, 0.0), axis=0), mask=m_k)
-    else:
-        dal = gbp
-    return A, cstn, gbp, dal
-
-
-@triton.jit
-def _load_cols(ptr, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k):
-    """Columns o_k of rows t0..t1-1 of a [T, H, K] tensor as float32 [BT, len(o_k)], zero-padded."""
-    o_t = tl.arange(0, BT)
-    return tl.load((ptr + (t0 * H + i_h) * K) + (o_t[:, None] * (H * K) + o_k[None, :]),
-                   mask=((t0 + o_t) < t1)[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _dk_cols(i: tl.constexpr, BKC: tl.constexpr, k, dk, dk_out, A, c, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr,
-             BT: tl.constexpr):
-    """dk_out = dk + A − c ⊙ k on key columns i·BKC … (``dscan_chunk_bwd_split_kernel``), rounded once."""
-    o_k = i * BKC + tl.arange(0, BKC)
-    m_k = o_k < K
-    kk = _load_cols(k, t0, t1, i_h, H, K, BT, o_k, m_k)
-    x = _load_cols(dk, t0, t1, i_h, H, K, BT, o_k, m_k) + A - c[:, None] * kk
-    o_t = tl.arange(0, BT)
-    tl.store((dk_out + (t0 * H + i_h) * K) + (o_t[:, None] * (H * K) + o_k[None, :]), x.to(dk_out.dtype.element_ty),
-             mask=((t0 + o_t) < t1)[:, None] & m_k[None, :])
-
-
-@triton.jit
-def dscan_chunk_bwd_split_kernel(
-    k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, chunk_idx, d_min, d_max,
-    dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BKC: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr,
-):
-    """``dscan_chunk_bwd_kernel`` (reverse mode of C1; same outputs, same formulas) with the key columns in blocks of
-    BKC, so that a program holds [BT, BKC] tiles instead of [BT, K] ones; grid (NT, H).
-
-    First the row sums over all key columns: ‖k‖², U d°, U δ⁰, U z_n and the Gram matrix U Uᵀ (in precision GPREC).
-    They give the steps w (C1), s = s⁰ + M_dᵀ (R(n, ·) ⊙ Û z_n) and the learner's contraction factor at its point,
-    ρ_i = 1 − ⟨u_i, d̄_{i-1}⟩ = 1 − (U d°)_i − α_i (Γ_{i-1} (U δ⁰)_i + Σ_{j<i} R(i-1, j) w_j ⟨u_i, u_j⟩ / ‖k_j‖²)
-    (E7, E1), without the iterates. Then each key block's iterates, adjoints and ∂L/∂k but for the term
-    −(2β cst / ‖k‖²) k, whose row sum cst = Σ_k g_uh k² / ‖k‖² needs every block; the blocks' parts are held until
-    it is known, and ∂L/∂k is stored last. Rounding differs from ``dscan_chunk_bwd_kernel`` only in the order of the
-    sums over K and in ρ's form.
-    """
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    et = tl.load(eta + i_h).to(tl.float32)
-    st0 = (i_c.to(tl.int64) * H + i_h) * K
-    o_t = tl.arange(0, BT)
-    m_t = (t0 + o_t) < t1
-    b = tl.load(beta + (t0 + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-    a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-    Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-    # row sums over the key columns
-    ss = tl.zeros([BT], dtype=tl.float32)
-    ud = tl.zeros([BT], dtype=tl.float32)
-    ux = tl.zeros([BT], dtype=tl.float32)
-    uz = tl.zeros([BT], dtype=tl.float32)
-    Guu = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BKC)):
-        o_k = i_k * BKC + tl.arange(0, BKC)
-        m_k = o_k < K
-        kk = _load_cols(k, t0, t1, i_h, H, K, BT, o_k, m_k)
-        k2 = kk * kk
-        u = b[:, None] * k2
-        ss += tl.sum(k2, axis=1)
-        ud += tl.sum(u * tl.load(d_prior + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)[None, :], axis=1)
-        ux += tl.sum(u * tl.load(Dc + st0 + o_k, mask=m_k, other=0.0)[None, :], axis=1)
-        uz += tl.sum(u * tl.load(Zc + st0 + o_k, mask=m_k, other=0.0)[None, :], axis=1)
-        Guu += tl.dot(u, tl.trans(u), input_precision=GPREC)
-    nz = ss > 0
-    inv = tl.where(nz, 1.0 / tl.where(nz, ss, 1.0), 0.0)
-    wv = tl.sum(Mi * (et * (1.0 - ud - gam * ux))[None, :], axis=1)  # C1: w = η M_d (a − Γ ⊙ U δ⁰)
-    last = o_t[:, None] == (t1 - t0 - 1)
-    rn = tl.sum(tl.where(last, R, 0.0), axis=0)  # R(n, i)
-    s = tl.load(S0 + (t0 + o_t) * H + i_h, mask=m_t, other=0.0) + tl.sum(Mi * (rn * uz * inv)[:, None], axis=0)
-    udev = gamx * ux + tl.sum(Rx * Guu * (wv * inv)[None, :], axis=1)  # ⟨u_i, δ_{i-1}⟩
-    if HAS_ALPHA:
-        rho = 1.0 - ud - a * udev
-    else:
-        rho = 1.0 - ud - udev
-    rho = tl.where(m_t, rho, 1.0)
-    # every key block's share, the term with cst held back
-    A1, cstn, gbp, dal = _bwd_cols(0, BKC, k, dw, d_prior, Dc, Zc, pdp, st0, t0, t1, i_h, H, K, BT, b, inv, nz, m_t,
-                                   a, R, Rx, gamx, rn, wv, s, rho, et, d_min, d_max, HAS_ALPHA, PREC)
-    A2 = A1
-    A3 = A1
-    A4 = A1
-    if K > BKC:
-        A2, c_, g_, d_ = _bwd_cols(1, BKC, k, dw, d_prior, Dc, Zc, pdp, st0, t0, t1, i_h, H, K, BT, b, inv, nz, m_t,
-                                   a, R, Rx, gamx, rn, wv, s, rho, et, d_min, d_max, HAS_ALPHA, PREC)
-        cstn += c_
-        gbp += g_
-        dal += d_
-    if K > 2 * BKC:
-        A3, c_, g_, d_ = _bwd_cols(2, BKC, k, dw, d_prior, Dc, Zc, pdp, st0, t0, t1, i_h, H, K, BT, b, inv, nz, m_t,
-                                   a, R, Rx, gamx, rn, wv, s, rho, et, d_min, d_max, HAS_ALPHA, PREC)
-        cstn += c_
-        gbp += g_
-        dal += d_
-    if K > 3 * BKC:
-        A4, c_, g_, d_ = _bwd_cols(3, BKC, k, dw, d_prior, Dc, Zc, pdp, st0, t0, t1, i_h, H, K, BT, b, inv, nz, m_t,
-                                   a, R, Rx, gamx, rn, wv, s, rho, et, d_min, d_max, HAS_ALPHA, PREC)
-        cstn += c_
-        gbp += g_
-        dal += d_
-    cst = cstn * inv
-    c = 2.0 * b * inv * cst
-    _dk_cols(0, BKC, k, dk, dk_out, A1, c, t0, t1, i_h, H, K, BT)
-    if K > BKC:
-        _dk_cols(1, BKC, k, dk, dk_out, A2, c, t0, t1, i_h, H, K, BT)
-    if K > 2 * BKC:
-        _dk_cols(2, BKC, k, dk, dk_out, A3, c, t0, t1, i_h, H, K, BT)
-    if K > 3 * BKC:
-        _dk_cols(3, BKC, k, dk, dk_out, A4, c, t0, t1, i_h, H, K, BT)
-    p_b = (t0 + o_t) * H + i_h
-    tl.store(dbeta_out + p_b, (tl.load(dbeta + p_b, mask=m_t, other=0.0) + gbp + cst).to(dbeta_out.dtype.element_ty),
-             mask=m_t)
-    tl.store(peta + i_c.to(tl.int64) * H + i_h, tl.sum(tl.where(m_t, rho * s, 0.0), axis=0))
-    if HAS_ALPHA:
-        tl.store(dalpha + p_b, dal, mask=m_t)
 
 
 @triton.jit
@@ -1016,16 +863,6 @@ def _fuse_out() -> bool:
     backward kernel's in the second 0.570 + 0.113 → 1.121 / 2.011 at 4 / 8 (792 B of stack at 2): their heavy
     per-chunk work hides its latency better over many chunk-parallel programs than over 512 serial ones."""
     return bool(_env("OSDN_DSCAN_FUSE_OUT", 1))
-
-
-def _bwd_split(BK: int) -> int:
-    """Key columns a block of ``dscan_chunk_bwd_split_kernel`` (0: ``dscan_chunk_bwd_kernel``, whole rows). Env
-    OSDN_DSCAN_BWD_SPLIT: 0 off (default, not measured yet), 1 on with blocks of 64 columns (at most 4 blocks), or
-    the block size itself."""
-    n = _env("OSDN_DSCAN_BWD_SPLIT", 0)
-    if n <= 0:
-        return 0
-    return min(BK, max(64 if n == 1 else n, BK // 4, 16))
 
 
 def _prefix() -> bool:
@@ -1234,14 +1071,7 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
             HAS_DDT=True, num_warps=nw["walk"], num_stages=1,
         )
         dd0 = dd0s.index_select(0, first)
-    if NT > 0 and _bwd_split(BK):
-        dscan_chunk_bwd_split_kernel[(NT, H)](
-            k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
-            dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, BKC=_bwd_split(BK), HAS_ALPHA=ha, PREC=PREC,
-            GPREC="tf32x3" if PREC == "tf32" else PREC, num_warps=bw, num_stages=1,
-            **_maxnreg("OSDN_DSCAN_BWD_MAXNREG"),
-        )
-    elif NT > 0:
+    if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
             dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,

@@ -173,7 +173,7 @@ def _chunk_value_block(cu, chunk_idx, V: tl.constexpr, BT: tl.constexpr, BV: tl.
 def state_wu_kernel(
     k, v, beta, g, M, wk, u, cu, chunk_idx,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, K_FIRST: tl.constexpr = False,
+    USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """The h⁰-independent factors of U (C3) for every chunk at once, for the two-product walk
     (``state_fwd_wu_kernel``): U = M diag(β)(V − diag(e^λ) K h⁰) = u − W h⁰ with
@@ -187,18 +187,15 @@ def state_wu_kernel(
     b, lam, m_t = _gate_cumsum(g, beta, bos, t0, t1, i_h, H, BT, USE_G)
     mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
     vv = _load2(v, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
-    o_k = tl.arange(0, BK)
-    m_k = o_k < K
-    if K_FIRST:  # the first value block's keys loaded with V (before the store, which loads cannot pass)
-        kf = _load2(k, t0, o_t, m_t & (i_v + 0 * o_t == 0), i_h, H, K, o_k, m_k)
     uu = tl.dot(mm, (b[:, None] * vv).to(DT), input_precision=PREC)
     tl.store(u + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], uu.to(u.dtype.element_ty),
              mask=m_t[:, None] & m_v[None, :])
     if i_v == 0:
-        if K_FIRST:
-            kk = kf.to(tl.float32)
-        else:
-            kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
+        # (loading K before the store instead, with V, measured no faster: 0.166 → 0.172 ms at (1, 32768, 16, 128),
+        # bf16, H200; reports/gpu-run-run16-NVIDIA-H200.log, call 7)
+        o_k = tl.arange(0, BK)
+        m_k = o_k < K
+        kk = _load2(k, t0, o_t, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
         if USE_G:
             be = b * tl.exp(lam)
         else:
@@ -803,9 +800,7 @@ def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: t
     (reports/gpu-run-run12-NVIDIA-H200-H100.log, call 2)."""
     qt = _keys_t(q, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
     kt = _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k).to(DT)
-    if USE_G:
-        dh = en * dh
-    return dh + tl.dot(qt, dos, input_precision=PREC) - tl.dot(kt, drs, input_precision=PREC)
+    return _dh_tile_update(dh, qt, kt, en, dos, drs, USE_G, PREC)
 
 
 @triton.jit
@@ -856,6 +851,13 @@ def state_bwd_dh_tiles_kernel(
     transposed: ``chunk._dh_maps_source``);
     ``state_seg_carry_kernel`` chains the segments from the last, and a plain pass from each segment's dh_end (dhT
     [NS, H, K, V]) stores dhbuf, dv and dR, without STORE_DH0.
+
+    LOADS_FIRST issues every tile of a chunk (dR's first factor, dO, P, Q, K) before its first product and before the
+    dv, dR stores, which the compiler does not move loads across; the two-level passes (1 stage, no pipelined loads)
+    run it: an Nsight Compute profile had them waiting on global loads for 59–66 % of their stall cycles (H200,
+    reports/gpu-run-run16-NVIDIA-H200.log, call 2), and with it the dh walk took 0.884 → 0.821 ms at
+    (1, 32768, 16, 128), bf16 (call 4; bit-identical, 255 registers offline against 214). The plain walk at 2 stages
+    was slower with it (0.805 → 0.833 at (2, 16384, 16, 128)) and keeps the loads where they are used.
     """
     i_nh, i_n, i_h, bos, eos, o_v, m_v = _walk_program(cu, H, V, BV)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -1122,7 +1124,7 @@ def state_bwd_grads_stored_kernel(
     q, k, v, w, beta, g, M, hbuf, dhbuf, vrbuf, drbuf, do, cu, chunk_idx, scale,
     dq, dk, dw, dbeta, dgp, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, BKO: tl.constexpr,
-    USE_G: tl.constexpr, FROM_U: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, KEYS_ONCE: tl.constexpr = 0,
+    USE_G: tl.constexpr, FROM_U: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     """``state_bwd_grads_kernel`` from stored operands (``OSDN_STATE_BWD=stored``, the default; 2.50 → 1.62 ms at
     (8, 4096, 16, 128) bf16 on an H200, ``chunk._state_bwd_mode``): the forward's residual R = V − diag(e^λ) K h⁰
@@ -1169,12 +1171,6 @@ def state_bwd_grads_stored_kernel(
     db = tl.zeros([BT], dtype=tl.float32)        # Σ_v dR ⊙ R
     dlk = tl.zeros([BT], dtype=tl.float32)       # Σ_v dR ⊙ (V − R) = e^λ Σ_v dR ⊙ K h
     hdh = tl.zeros([BKO], dtype=tl.float32)      # Σ_v h ⊙ dh (this block's key columns)
-    # KEYS_ONCE (one key block, BKO >= K): Q, K, K̃ of the chunk are loaded once, for Q K̃ᵀ, K K̃ᵀ and the key
-    # gradients, 1: after the value loop, 2: before it (their loads then overlap the loop's first ones)
-    if KEYS_ONCE == 2:
-        qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-        ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-        wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
@@ -1208,33 +1204,26 @@ def state_bwd_grads_stored_kernel(
     # stays live through it)
     qw = tl.zeros([BT, BT], dtype=tl.float32)
     kw = tl.zeros([BT, BT], dtype=tl.float32)
-    if KEYS_ONCE:
-        if KEYS_ONCE == 1:
-            qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-            ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-            wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-        kw = tl.dot(ko, tl.trans(wo), input_precision=PREC)
+    # (with one key block, loading Q, K, K̃ once for these products and the key gradients instead of twice measured no
+    # faster: 0.903 → 0.892 ms at (1, 32768, 16, 128), 0.871 → 0.862 at (8, 4096, 16, 128), fwd+bwd unchanged; loaded
+    # before the value loop, 0.944 / 0.858 and not bit-identical (bf16, H200; reports/gpu-run-run16-NVIDIA-H200.log,
+    # call 5))
+    for i_k in range(0, tl.cdiv(K, BKO)):
+        o_kc = i_k * BKO + tl.arange(0, BKO)
+        m_kc = o_kc < K
+        wc = _load2(w, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT)
+        kw += tl.dot(_load2(k, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
         if USE_G:
-            qw = tl.dot(qo, tl.trans(wo), input_precision=PREC)
-    else:
-        for i_k in range(0, tl.cdiv(K, BKO)):
-            o_kc = i_k * BKO + tl.arange(0, BKO)
-            m_kc = o_kc < K
-            wc = _load2(w, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT)
-            kw += tl.dot(_load2(k, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
-            if USE_G:
-                qw += tl.dot(_load2(q, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc),
-                             input_precision=PREC)
+            qw += tl.dot(_load2(q, t0, o_t, m_t, i_h, H, K, o_kc, m_kc).to(DT), tl.trans(wc), input_precision=PREC)
     if USE_G:
         gam = _gate_ratios(lam, BT)
         S = tl.where(incl, qw * gam, 0.0)  # needed for dg only
         Araw = tl.where(strict, kw * gam, 0.0)
     else:
         Araw = tl.where(strict, kw, 0.0)
-    if not KEYS_ONCE:
-        qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-        ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
-        wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    qo = _load2(q, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    ko = _load2(k, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
+    wo = _load2(w, t0, o_t, m_t, i_h, H, K, o_ko, m_ko).to(DT)
     if FROM_U:
         # Σ_v dR ⊙ e^λ K h⁰ = e^λ ⊙ Σ_k (dR h⁰ᵀ) ⊙ K; db held Σ_v dR ⊙ V
         dlk = e * tl.sum(gk * ko.to(tl.float32), axis=1)
