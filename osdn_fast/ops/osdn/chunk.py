@@ -282,7 +282,8 @@ def _grad_stages(DT, V: int, BV: int) -> int:
     runs at least twice (V > BV), so that the next value block's dR, dO, h, dh, U tiles load while this one's products
     run; else 1. Same-run A/B on an H200, bf16 (reports/gpu-run-run16-NVIDIA-H200.log, call 6): gradient kernel
     0.897 → 0.858 ms at (1, 32768, 16, 128) (fwd+bwd 5.461 → 5.427) and 0.868 → 0.794 at (8, 4096, 16, 128) (4.058 →
-    3.981), bit-identical. Env OSDN_BWD_GRAD_STAGES."""
+    3.981), bit-identical. Those runs time the ungated problem; gated, the kernel spills about as much at 2 stages as at
+    1 (696 against 664 B a thread offline, Triton 3.6), and its speed at 2 is not measured. Env OSDN_BWD_GRAD_STAGES."""
     return _ENV("OSDN_BWD_GRAD_STAGES", 2 if DT is not tl.float32 and V > BV else 1)
 
 
@@ -436,7 +437,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if (lean or wu) and NT > 0:
         state_out_kernel[(NT * cdiv(V, BV), H)](
             q, w, beta, g, hbuf, ubuf, o, cu, idx, float(scale), H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=g is not None,
-            DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+            DT=DT, PREC=PREC, LOADS_FIRST=bool(_ENV("OSDN_OUT_LOADS_FIRST", 0)), num_warps=_ENV("OSDN_OUT_WARPS", 4),
+            num_stages=1,
         )
     aux = None
     if store:
@@ -506,7 +508,8 @@ def _chunk_bwd(aux, do, dhT, ddT):
         if tiles and NT > 0:
             state_bwd_dul_kernel[(NT * NV, H)](
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
-                BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
+                BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, LOADS_FIRST=bool(_ENV("OSDN_DUL_LOADS_FIRST", 0)),
+                num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
         # the dh walk's value block (env: A/B on a GPU). The full walk keeps the common block: at 32 it faulted with an
         # illegal memory access (16-bit dots, Triton 3.6, H100, reports/gpu-run-run6-NVIDIA-H200-H100.log call 4; again
