@@ -969,7 +969,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     if NT > 0:
         dscan_chunk_prep_kernel[(NT, H)](
             k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=ha, PREC=PREC,
-            num_warps=nw["prep"], num_stages=1,
+            num_warps=nw["prep"], num_stages=_env("OSDN_DSCAN_PREP_STAGES", 1),  # 2: an A/B not yet run
         )
     LS = scan_segment_length(C, N * H, cu_host, w_dtype)
     segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
