@@ -7,7 +7,7 @@ AB_SHAPES="B,T,H,D;B,T,H,D" picks the shapes (default 8,4096,16,128); AB_FLA=1 a
 per shape, timed in the same run (with its per-kernel times), tuned afresh for each shape.
 
 For each shape and config, bf16: chunk_osdn forward and forward+backward time (do_bench medians, η = 0.5, no gate: the
-`osdn bench` case), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
+`osdn bench` case; AB_TIME_GATED=1 times the gated problem below instead), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
 forward+backward (torch.profiler), and the largest output and gradient difference to the shape's baseline config, scaled
 by the gradient's max, on two problems: with a gate, APF (α in [0.98, 1]) and an initial state (``diff``), and with an
 initial state and no gate (``diff_plain``: the state never decays, so every segment carry of the two-level walks shows;
@@ -84,8 +84,13 @@ for (B, T, H, D) in SHAPES:
         os.environ.update({k_: v_ for k_, v_ in env.items() if not k_.startswith("_")})
         cs = int(env.get("_CS", 64))
 
+        # AB_TIME_GATED=1 times the gated problem (g, APF, h0) instead of `osdn bench`'s ungated one
+        gated = os.environ.get("AB_TIME_GATED") == "1"
+        extra = dict(g=g, alpha=alpha, initial_state=h0) if gated else {}
+        timed = full if gated else plain
+
         def fb():
-            chunk_osdn(q, k, v, beta, eta=0.5, chunk_size=cs)[0].backward(do)
+            chunk_osdn(q, k, v, beta, eta=0.5, chunk_size=cs, **extra)[0].backward(do)
 
         try:
             o = chunk_osdn(q, k, v, beta, g=g, alpha=alpha, eta=0.5, initial_state=h0, chunk_size=cs)[0]
@@ -102,12 +107,13 @@ for (B, T, H, D) in SHAPES:
         diff = {n: rel(a, b) for n, a, b in zip(names, gr, ref)}
         diff_plain = {n: rel(a, b) for n, a, b in zip(names_plain, gp, ref_p)}
         with torch.no_grad():
-            tf = do_bench(lambda: chunk_osdn(q, k, v, beta, eta=0.5, chunk_size=cs)[0], warmup=25, rep=100,
+            tf = do_bench(lambda: chunk_osdn(q, k, v, beta, eta=0.5, chunk_size=cs, **extra)[0], warmup=25, rep=100,
                           return_mode="median")
-        tfb = do_bench(fb, warmup=25, rep=100, grad_to_none=plain, return_mode="median")
-        peak = peak_mib(fb, plain)
+        tfb = do_bench(fb, warmup=25, rep=100, grad_to_none=timed, return_mode="median")
+        peak = peak_mib(fb, timed)
         kern = kernel_ms(fb)
-        row = dict(shape=(B, T, H, D), config=name, env=env, fwd_ms=tf, fwdbwd_ms=tfb, peak_mib=peak,
+        row = dict(shape=(B, T, H, D), config=name, env=env, timed="gated" if gated else "ungated", fwd_ms=tf,
+                   fwdbwd_ms=tfb, peak_mib=peak,
                    max_grad_diff=max(*diff.values(), *diff_plain.values()), diff=diff, diff_plain=diff_plain,
                    kernels=kern, card=torch.cuda.get_device_name(0))
         print(json.dumps(row), flush=True)
