@@ -355,20 +355,11 @@ def _chunk_out(qq, S, hd, ud, lam, scale, USE_G: tl.constexpr, DT: tl.constexpr,
 
 
 @triton.jit
-def _qw_block(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-              BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """Prologue of the lean walk's chunk-parallel kernels (grid (NT · value blocks, H), the value block varying
-    fastest so that a chunk's programs share its Q, K̃ reads through L2): the chunk's rows, key and value offsets and
-    masks, λ (``_gate_cumsum``), Q and K̃ in DT and S = tril(e^{λ_i−λ_j} Q K̃ᵀ) (float32), and the value block."""
-    i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww = _qw_rows(
-        q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT)
-    return i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, _intra_qk(qq, ww, lam, BT, USE_G, PREC)
-
-
-@triton.jit
 def _qw_rows(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
              BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
-    """``_qw_block`` without S: the chunk's rows, offsets, masks, λ and its Q, K̃ tiles in DT."""
+    """Prologue of the lean walk's chunk-parallel kernels (grid (NT · value blocks, H), the value block varying
+    fastest so that a chunk's programs share its Q, K̃ reads through L2): the chunk's rows, key and value offsets and
+    masks, λ (``_gate_cumsum``), Q and K̃ in DT, and the value block; S = tril(e^{λ_i−λ_j} Q K̃ᵀ) is ``_intra_qk``'s."""
     i_c, i_v, i_h, bos, t0, t1, o_v, m_v = _chunk_value_block(cu, chunk_idx, V, BT, BV)
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
@@ -380,13 +371,30 @@ def _qw_rows(q, w, beta, g, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr, V: 
 
 
 @triton.jit
+def _dul_loads(do, M, t0, o_t, m_t, i_h, H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, o_v, m_v,
+               DT: tl.constexpr):
+    """dO [BT, BV] and M [BT, BT] of one chunk in DT (``state_bwd_dul_kernel``)."""
+    return (_load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT),
+            _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT))
+
+
+@triton.jit
+def _out_loads(hbuf, ubuf, i_c, t0, o_t, m_t, i_h, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, o_k, m_k,
+               o_v, m_v, DT: tl.constexpr):
+    """U [BT, BV] and the chunk-start state h⁰ [BK, BV] of one chunk in DT (``state_out_kernel``)."""
+    return (_load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT),
+            tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
+                    mask=m_k[:, None] & m_v[None, :], other=0.0).to(DT))
+
+
+@triton.jit
 def state_bwd_dul_kernel(
     q, w, beta, g, M, do, dul, pbuf, cu, chunk_idx, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, LOADS_FIRST: tl.constexpr = False,
 ):
     """The dh-independent parts of dR = Mᵀ dU, dU = scale Sᵀ dO + diag(e^{λn−λ}) K̃ dh (C3 reversed), for every chunk
-    at once, for the tiled dh walk; grid (NT · value blocks, H) (``_qw_block``):
+    at once, for the tiled dh walk; grid (NT · value blocks, H) (``_qw_rows``):
 
     - dul [T, H, V] = Mᵀ (scale Sᵀ dO), in dul's dtype; ``state_bwd_dh_tiles_kernel`` reads it and overwrites it
       with dR;
@@ -397,17 +405,13 @@ def state_bwd_dul_kernel(
 
     LOADS_FIRST (env OSDN_DUL_LOADS_FIRST, off) issues dO and M with Q and K̃, before S's product: the same registers
     offline (142, no stack; Triton 3.6, bf16); its speed is not measured yet."""
+    i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww = _qw_rows(
+        q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT)
     if LOADS_FIRST:  # dO and M issued with Q, K̃, before S's product
-        i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww = _qw_rows(
-            q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT)
-        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-        mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
-        S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
-    else:
-        i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww, S = _qw_block(
-            q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
-        ddo = _load2(do, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-        mm = _load2(M, t0, o_t, m_t, i_h, H, BT, o_t, o_t < BT).to(DT)
+        ddo, mm = _dul_loads(do, M, t0, o_t, m_t, i_h, H, V, BT, o_v, m_v, DT)
+    S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+    if not LOADS_FIRST:
+        ddo, mm = _dul_loads(do, M, t0, o_t, m_t, i_h, H, V, BT, o_v, m_v, DT)
     x = scale * tl.dot(tl.trans(S.to(DT)), ddo, input_precision=PREC)
     x = tl.dot(tl.trans(mm), x.to(DT), input_precision=PREC)
     tl.store(dul + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], x.to(dul.dtype.element_ty),
@@ -432,23 +436,17 @@ def state_out_kernel(
 ):
     """The output of C3 for every chunk at once (``OSDN_STATE_WALK=lean``): O = scale (diag(e^λ) Q h⁰ +
     tril(e^{λ_i−λ_j} Q K̃ᵀ) U) from the chunk-start state h⁰ (hbuf) and U (ubuf, in DT) of the lean state walk;
-    grid (NT · value blocks, H) (``_qw_block``). The same products, in the same order, as the full walk's output.
+    grid (NT · value blocks, H) (``_qw_rows``). The same products, in the same order, as the full walk's output.
 
     LOADS_FIRST (env OSDN_OUT_LOADS_FIRST, off) issues U and h⁰ with Q and K̃, before S's product: 92 registers
     offline instead of 106 (no stack; Triton 3.6, bf16); its speed is not measured yet."""
+    i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww = _qw_rows(
+        q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT)
     if LOADS_FIRST:  # U and h⁰ issued with Q, K̃, before S's product
-        i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, ww = _qw_rows(
-            q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT)
-        uu = _load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-        hd = tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
-                     mask=m_k[:, None] & m_v[None, :], other=0.0).to(DT)
-        S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
-    else:
-        i_c, i_h, i_v, t0, o_t, m_t, o_k, m_k, o_v, m_v, lam, qq, _, S = _qw_block(
-            q, w, beta, g, cu, chunk_idx, H, K, V, BT, BK, BV, USE_G, DT, PREC)
-        uu = _load2(ubuf, t0, o_t, m_t, i_h, H, V, o_v, m_v).to(DT)
-        hd = tl.load(hbuf + (i_c.to(tl.int64) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
-                     mask=m_k[:, None] & m_v[None, :], other=0.0).to(DT)
+        uu, hd = _out_loads(hbuf, ubuf, i_c, t0, o_t, m_t, i_h, H, K, V, o_k, m_k, o_v, m_v, DT)
+    S = _intra_qk(qq, ww, lam, BT, USE_G, PREC)
+    if not LOADS_FIRST:
+        uu, hd = _out_loads(hbuf, ubuf, i_c, t0, o_t, m_t, i_h, H, K, V, o_k, m_k, o_v, m_v, DT)
     oo = _chunk_out(qq, S, hd, uu, lam, scale, USE_G, DT, PREC)
     tl.store(o + ((t0 + o_t[:, None]) * H + i_h) * V + o_v[None, :], oo.to(o.dtype.element_ty),
              mask=m_t[:, None] & m_v[None, :])
