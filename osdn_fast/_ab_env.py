@@ -7,8 +7,8 @@ AB_SHAPES="B,T,H,D;B,T,H,D" picks the shapes (default 8,4096,16,128); AB_FLA=1 a
 per shape, timed in the same run (with its per-kernel times), tuned afresh for each shape.
 
 For each shape and config, bf16: chunk_osdn forward and forward+backward time (do_bench medians, η = 0.5, no gate: the
-`osdn bench` case; AB_TIME_GATED=1 times the gated problem below instead), the peak memory of one forward+backward above the inputs, the per-kernel CUDA time of one
-forward+backward (torch.profiler), and the largest output and gradient difference to the shape's baseline config, scaled
+`osdn bench` case; AB_TIME_GATED=1 times the gated problem below instead), the peak memory of one forward+backward
+above the inputs, the per-kernel CUDA time of one forward+backward (torch.profiler), and the largest output and gradient difference to the shape's baseline config, scaled
 by the gradient's max, on two problems: with a gate, APF (α in [0.98, 1]) and an initial state (``diff``), and with an
 initial state and no gate (``diff_plain``: the state never decays, so every segment carry of the two-level walks shows;
 the gated problem's state decays by about e^-12 over a segment of 4096 tokens). Prints one JSON line per (shape, config)
@@ -78,16 +78,15 @@ for (B, T, H, D) in SHAPES:
     plain = [q, k, v, beta]
     full = [q, k, v, beta, g, alpha, h0]
     ref = ref_p = None
+    # AB_TIME_GATED=1 times the gated problem (g, APF, h0) instead of `osdn bench`'s ungated one
+    gated = os.environ.get("AB_TIME_GATED") == "1"
+    extra = dict(g=g, alpha=alpha, initial_state=h0) if gated else {}
+    timed = full if gated else plain
     for name, env in CONFIGS:
         for key in KEYS:
             os.environ.pop(key, None)
         os.environ.update({k_: v_ for k_, v_ in env.items() if not k_.startswith("_")})
         cs = int(env.get("_CS", 64))
-
-        # AB_TIME_GATED=1 times the gated problem (g, APF, h0) instead of `osdn bench`'s ungated one
-        gated = os.environ.get("AB_TIME_GATED") == "1"
-        extra = dict(g=g, alpha=alpha, initial_state=h0) if gated else {}
-        timed = full if gated else plain
 
         def fb():
             chunk_osdn(q, k, v, beta, eta=0.5, chunk_size=cs, **extra)[0].backward(do)

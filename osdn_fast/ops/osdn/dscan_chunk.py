@@ -621,7 +621,8 @@ def dscan_chunk_group_kernel(
     ‖k_t‖² [T, H] (P_c's rows are s_p ⊙ u), float32. Gate factors are products of the chunk gates Γ_c (no quotients,
     spec §6). Rows past the segment's end are padding (k = 0, α = 1): they add nothing and scale nothing.
     The forward substitution over the chunks (GS dependent products per key block, 5e9e337) took 0.683 ms at
-    (1, 32768, 16, 128), GS = 4 (H200, run15 log, call 7); this form is not measured yet.
+    (1, 32768, 16, 128), GS = 4 (H200, run15 log, call 7); this form 0.513 ms (0.807 at 8 warps), 0.338 at GS = 2
+    (run16 log, call 1).
     """
     BG: tl.constexpr = BT * GS
     # key columns a block: Y is formed twice, for Y Uᵀ and then for Z = T Y, instead of held whole ([BG, BK] float32)
@@ -918,8 +919,8 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
     # (1, 32768, 16, 128) (reports/gpu-run-run15-NVIDIA-H200.log, call 7): the map kernel 0.491 → 0.289 / 0.391 ms at
     # GS = 4 / 2, but the group kernel took 0.683 / 0.328 (its forward substitution then, 5e9e337: 255 registers and
     # 8 B of stack at 4 warps, GS dependent masked [64, 64] products per key block), so fwd+bwd 5.550 → 6.034 / 5.778:
-    # off until the group kernel costs about 0.1 ms. Its Neumann form now (220 registers offline, no stack) is not
-    # measured yet (osdn_fast/NOTES.md, next steps)
+    # off until the group kernel costs about 0.1 ms. Its Neumann form now (220 registers offline, no stack) took 0.513
+    # / 0.338 ms, fwd+bwd 5.536 → 5.847 / 5.777 (reports/gpu-run-run16-NVIDIA-H200.log, call 1): still off
     GS = _env("OSDN_DSCAN_MAP_GS", 0)
     Zb = Sp = None
     if GS > 1:

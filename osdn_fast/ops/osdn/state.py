@@ -832,6 +832,13 @@ def _dh_tile_step(dh, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: t
 
 
 @triton.jit
+def _key_tile_loads(p, q, k, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k):
+    """Key tile o_k of one chunk for the dh walk's step, as stored: P [BT, BKT] and K-major Q, K [BKT, BT]."""
+    return (_rows(p, t0, t1, i_h, H, K, BT, o_k, m_k), _keys_t(q, t0, t1, i_h, H, K, BT, o_k, m_k),
+            _keys_t(k, t0, t1, i_h, H, K, BT, o_k, m_k))
+
+
+@triton.jit
 def _dh_tile_update(dh, qt, kt, en, dos, drs, USE_G: tl.constexpr, PREC: tl.constexpr):
     """``_dh_tile_step`` on key tiles already loaded (K-major [BKT, BT] Q_i, K_i in the dot dtype)."""
     if USE_G:
@@ -926,30 +933,16 @@ def state_bwd_dh_tiles_kernel(
             # compiler cannot move loads across), so that their latencies overlap
             dr0 = _rows(drbuf, t0, t1, i_h, H, V, BT, o_v, m_u)
             do0 = _rows(do, t0, t1, i_h, H, V, BT, o_v, m_u)
-            pt1 = _rows(p, t0, t1, i_h, H, K, BT, o_k1, m_k1)
-            qt1 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k1, m_k1)
-            kt1 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k1, m_k1)
-            pt2 = pt1
-            qt2 = qt1
-            kt2 = kt1
-            pt3 = pt1
-            qt3 = qt1
-            kt3 = kt1
-            pt4 = pt1
-            qt4 = qt1
-            kt4 = kt1
+            pt1, qt1, kt1 = _key_tile_loads(p, q, k, t0, t1, i_h, H, K, BT, o_k1, m_k1)
+            pt2, qt2, kt2 = pt1, qt1, kt1  # placeholders where K has fewer tiles (every use is behind K > i·BKT)
+            pt3, qt3, kt3 = pt1, qt1, kt1
+            pt4, qt4, kt4 = pt1, qt1, kt1
             if K > BKT:
-                pt2 = _rows(p, t0, t1, i_h, H, K, BT, o_k2, m_k2)
-                qt2 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k2, m_k2)
-                kt2 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k2, m_k2)
+                pt2, qt2, kt2 = _key_tile_loads(p, q, k, t0, t1, i_h, H, K, BT, o_k2, m_k2)
             if K > 2 * BKT:
-                pt3 = _rows(p, t0, t1, i_h, H, K, BT, o_k3, m_k3)
-                qt3 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k3, m_k3)
-                kt3 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k3, m_k3)
+                pt3, qt3, kt3 = _key_tile_loads(p, q, k, t0, t1, i_h, H, K, BT, o_k3, m_k3)
             if K > 3 * BKT:
-                pt4 = _rows(p, t0, t1, i_h, H, K, BT, o_k4, m_k4)
-                qt4 = _keys_t(q, t0, t1, i_h, H, K, BT, o_k4, m_k4)
-                kt4 = _keys_t(k, t0, t1, i_h, H, K, BT, o_k4, m_k4)
+                pt4, qt4, kt4 = _key_tile_loads(p, q, k, t0, t1, i_h, H, K, BT, o_k4, m_k4)
             dr = tl.dot(pt1.to(DT), dh1.to(DT), dr0.to(tl.float32), input_precision=PREC)
             if K > BKT:
                 dr = tl.dot(pt2.to(DT), dh2.to(DT), dr, input_precision=PREC)
