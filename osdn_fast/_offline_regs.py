@@ -25,6 +25,7 @@ _I32 = {"cu", "chunk_idx", "chunk_off", "cu_seg", "seg_ptr", "cu_s"}
 _SCALAR = {"d_min": "fp32", "d_max": "fp32", "scale": "fp32", "T": "i32"}
 _BF16 = {"q", "k", "v", "beta", "alpha", "do", "hbuf", "dhbuf", "dq", "vrbuf", "drbuf", "w", "dw", "dk", "dk_out",
          "dbeta_out", "o", "dv"}
+_I8 = {"clipm"}
 _DEFAULTS = dict(H=16, K=128, V=128, BK=128, BV=64, BT=16, HAS_ALPHA=False, PREC="tf32")
 
 
@@ -60,7 +61,7 @@ def resources(fn, warps=4, stages=1, sass=False, maxnreg=0, **const):
         elif n in _SCALAR:
             sig[n] = _SCALAR[n]
         else:
-            sig[n] = "*i32" if n in _I32 else ("*bf16" if n in _BF16 else "*fp32")
+            sig[n] = "*i32" if n in _I32 else ("*bf16" if n in _BF16 else ("*i8" if n in _I8 else "*fp32"))
     if "DT" in sig and "DT" not in cons:
         cons["DT"] = tl.bfloat16
     # pointers 16-byte aligned, as the launcher specializes them at run time (without it every load is scalar)

@@ -497,6 +497,43 @@ def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, f
     assert (len(launched) == 0) == fuse, f"dscan_chunk_out_kernel launched {len(launched)} times (fused: {fuse})"
 
 
+@pytest.mark.parametrize("seg", [2, 0], ids=["two-level-pass", "write-key-kernel"])
+def test_stored_clip_mask_changes_no_gradient(monkeypatch, seg):
+    """The backward's first kernel needs the iterates d̄ only for the clip's mask [d_min < d̄ < d_max] (E2). With
+    OSDN_DSCAN_CLIP_MASK=1 the forward stores that mask (from the two-level carry's second pass, or from the write-key
+    kernel) and ``dscan_chunk_bwd_pre_kernel`` reads it instead of recomputing the iterates from δ⁰ (C1): every
+    gradient is bit for bit the one of the recomputing kernel, and the stored mask is the one of the forward's own
+    iterates d̄ = d° + α (d_{t-1} − d°), with the clip cutting some coordinates and passing others."""
+    import osdn_fast.ops.osdn.dscan_chunk as dc
+    monkeypatch.setenv("OSDN_DSCAN_SEG", str(seg))
+    P = make_problem(np.random.default_rng(11), 170, 2, 5, [0, 5, 170], alpha="gates", clip="active")
+    P["beta"] = stable_beta(P)
+    k, beta, alpha, eta, dp, d0, dw, ddT = (_t(P[n]) for n in ("k", "beta", "alpha", "eta", "d_prior", "d0", "dw",
+                                                               "ddT"))
+    cu_h = np.asarray(P["cu"])
+    cu = torch.tensor(cu_h, dtype=torch.int32, device=DEVICE)
+    lo, hi = float(P["d_min"]), float(P["d_max"])
+    assert (dc.scan_segment_length(16, 2, cu_h) > 0) == (seg > 0)
+    got = {}
+    for mask in ("1", "0"):
+        monkeypatch.setenv("OSDN_DSCAN_CLIP_MASK", mask)
+        w, saved, _, dprev = dc.dscan_chunk_forward(k, beta, alpha, eta, dp, d0, cu, cu_h, lo, hi, 16, 4, "ieee",
+                                                    store_dprev=True, for_backward=True)
+        assert (saved["clipm"] is not None) == (mask == "1")
+        dk, db = _t(P["dk"]), _t(P["dbeta"])
+        outs = dc.dscan_chunk_backward(k, beta, alpha, eta, dp, saved, dw, ddT, cu, 2, lo, hi, 16, 4, "ieee", dk, db)
+        got[mask] = [x.cpu().numpy() for x in (dk, db, *outs)]
+        if mask == "1":
+            a = P["alpha"][..., None]
+            dbar = P["d_prior"][None, None] + a * (dprev.cpu().numpy().astype(np.float64) - P["d_prior"][None, None])
+            inside = (dbar > lo) & (dbar < hi)
+            assert 0 < inside.mean() < 1, "the clip cuts nothing or everything"
+            stored = saved["clipm"].cpu().numpy() != 0
+            assert (stored != inside).mean() < 1e-3  # float32 iterates against their float64 recombination here
+    for name, x, y in zip(["dk", "dbeta", "dalpha", "deta", "ddp", "dd0"], got["1"], got["0"]):
+        assert np.array_equal(x, y), f"{name} differs with the stored clip mask"
+
+
 def test_scan_chunk_and_map_blocks_follow_the_two_level_carry(monkeypatch):
     """Without env overrides: the two-level carry runs for bfloat16 with fewer than 64 (sequence, head) pairs and more
     than 2 · 64 chunks of 16 tokens, and there the scan chunk is 16 (2 warps) at any K; float16 keeps the serial carry

@@ -350,7 +350,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     f32 = torch.float32
     # C1/C2: d-scan and write keys
     dT = None
-    dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None, Phi=None)
+    dsaved = dict(Md=None, Dc=None, idx=None, offs=None, segs=None, Phi=None, clipm=None)
     dprev = None
     DC, DW, _ = dscan_plan(K, BT, N * H, cu_host, v.dtype)
     if _dscan_mode() == "token":
@@ -368,7 +368,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
         # them to it; half the traffic of every kernel that reads them and 128 MiB at (8, 4096, 16, 128))
         w, dsaved, dT, _ = dscan_chunk_forward(
             k, beta, alpha, P["eta"], P["d_prior"], d0, cu, cu_host, d_min, d_max, DC, DW, PREC,
-            store_dT=output_final_state, w_dtype=_state_store_dtype(v.dtype))
+            store_dT=output_final_state, w_dtype=_state_store_dtype(v.dtype), for_backward=store)
     # C3: UT transform per chunk
     # stored in the 16-bit input dtype for 16-bit inputs: every use is a state-kernel dot on M cast to that dtype
     M = _wy_inverse(k, w, beta, g, cu, idx, H, K, BT, BK, DT, PREC, out_dtype=_state_store_dtype(v.dtype))
@@ -444,7 +444,7 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
-                   Phi_d=dsaved["Phi"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu, offs=offs, scale=float(scale),
+                   Phi_d=dsaved["Phi"], clipm_d=dsaved["clipm"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu, offs=offs, scale=float(scale),
                    d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N,
                    idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"], segs_w=segs_w,
                    maps_w=maps_w)
@@ -599,7 +599,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         )
     else:
         saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"],
-                     Phi=aux["Phi_d"])
+                     Phi=aux["Phi_d"], clipm=aux["clipm_d"])
         # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
         # instead of a float32 read-modify-write followed by a cast
         dk_out = dk if dk.dtype == k.dtype else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)
@@ -618,7 +618,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
 
 # tensors the forward saves for the backward, by their names in ``_chunk_fwd``'s aux (None where not used)
 _SAVED = ("q", "k", "v", "beta", "g", "alpha", "eta", "d_prior", "h0", "d0", "w", "dprev", "Md", "Dc", "idx_d",
-          "offs_d", "Phi_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx", "maps_w")
+          "offs_d", "Phi_d", "clipm_d", "M", "hbuf", "vrbuf", "cu", "offs", "idx", "maps_w")
 
 
 class ChunkOSDNFunction(torch.autograd.Function):

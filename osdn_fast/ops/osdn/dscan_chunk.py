@@ -356,34 +356,39 @@ def _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H: tl
 def _chunk_direct(kk, dbar, gw, d_min, d_max):
     """p = clip(d̄) (E2) and direct = [d_min < d̄ < d_max] ⊙ ∂L/∂K̃ ⊙ k (E2, E3): ∂L/∂d̄ through the write keys."""
     p = _clip(dbar, d_min, d_max)
-    inr = (dbar > d_min) & (dbar < d_max)
-    return p, tl.where(inr, gw * kk, 0.0)
+    return p, tl.where(_clip_inside(dbar, d_min, d_max), gw * kk, 0.0)
 
 
 @triton.jit
-def _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT: tl.constexpr, PREC: tl.constexpr):
+def _chunk_adjoint_parts(uh, u, R, Mi, direct, et, BT: tl.constexpr, PREC: tl.constexpr):
     """The parts of one chunk's reverse pass that do not depend on the adjoint z_n entering it from the right.
 
-    direct = [d_min < d̄ < d_max] ⊙ ∂L/∂K̃ ⊙ k (E2, E3), p = clip(d̄), b⁰_i = Σ_{l>i} R(l, i) ⟨û_i, direct_l⟩,
+    From direct = [d_min < d̄ < d_max] ⊙ ∂L/∂K̃ ⊙ k (E2, E3; ``_chunk_direct``): b⁰_i = Σ_{l>i} R(l, i) ⟨û_i, direct_l⟩,
     s⁰ = M_dᵀ b⁰ (transposed C1) and e⁰ = direct − η s⁰ ⊙ u.
     """
     o_t = tl.arange(0, BT)
     strict = o_t[:, None] > o_t[None, :]
-    p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
     pd = tl.dot(direct, tl.trans(uh), input_precision=PREC)  # ⟨direct_l, û_i⟩ at [l, i]
     b0 = tl.sum(tl.where(strict, R * pd, 0.0), axis=0)
     s0 = tl.sum(Mi * b0[:, None], axis=0)
     e0 = direct - (et * s0)[:, None] * u
-    return p, direct, s0, e0
+    return s0, e0
+
+
+@triton.jit
+def _clip_inside(dbar, d_min, d_max):
+    """The clip's pass-through mask [d_min < d̄ < d_max] of E2 (false at NaN: no gradient passes a NaN iterate's
+    clip, whether the mask is recomputed or stored)."""
+    return (dbar > d_min) & (dbar < d_max)
 
 
 @triton.jit
 def dscan_chunk_fwd_kernel(
-    k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off, w, dprev, d_min, d_max,
+    k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, chunk_off, w, dprev, clipm, d_min, d_max,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, HAS_D0: tl.constexpr, STORE_DT: tl.constexpr, DEV_IO: tl.constexpr = False,
     STORE_DC: tl.constexpr = True, STORE_W: tl.constexpr = False, STORE_DPREV: tl.constexpr = False,
-    PREC: tl.constexpr = "tf32", PREFIX: tl.constexpr = False,
+    STORE_MASK: tl.constexpr = False, PREC: tl.constexpr = "tf32", PREFIX: tl.constexpr = False,
 ):
     """Serial carry of C1 over the chunks; grid (N, H), one program per (sequence, head).
 
@@ -393,7 +398,8 @@ def dscan_chunk_fwd_kernel(
     The per-token iterates and write keys follow chunk-parallel in ``dscan_chunk_out_kernel``.
     With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment); without
     STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets). With STORE_W it also writes
-    every chunk's write keys w = K̃ (C2; and with STORE_DPREV dprev) as ``dscan_chunk_out_kernel`` does, from the δ⁰
+    every chunk's write keys w = K̃ (C2; and with STORE_DPREV dprev, with STORE_MASK the clip's mask clipm) as
+    ``dscan_chunk_out_kernel`` does, from the δ⁰
     and steps w it has at hand, off the carry's chain (the two-level carry's second pass, which so replaces that
     kernel: ``_fuse_out``).
     """
@@ -424,6 +430,8 @@ def dscan_chunk_fwd_kernel(
             dev, dbar = _iterates(wv, uh, delta, dp, a, Rx, gamx, m_t, HAS_ALPHA, PREC, PREFIX)
             if STORE_DPREV:
                 _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
+            if STORE_MASK:
+                _store_rows(clipm, _clip_inside(dbar, d_min, d_max).to(tl.int8), t0, t1, i_h, H, K, BT, BK)
             _store_rows(w, (_clip(dbar, d_min, d_max) * kk).to(w.dtype.element_ty), t0, t1, i_h, H, K, BT, BK)
         delta = gam_n * delta + tl.sum((rn * wv)[:, None] * uh, axis=0)
     if STORE_DT:
@@ -435,28 +443,32 @@ def dscan_chunk_fwd_kernel(
 
 @triton.jit
 def dscan_chunk_out_kernel(
-    k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, chunk_idx, d_min, d_max,
+    k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, clipm, cu, chunk_idx, d_min, d_max,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_ALPHA: tl.constexpr, STORE_DPREV: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False,
+    STORE_MASK: tl.constexpr = False,
 ):
     """Write keys of every chunk at once (C1, C2); grid (NT, H), one program per (global chunk, head).
 
     From the entering deviation Dc: w = K̃ = clip(d̄_{t-1}, d_min, d_max) ⊙ k_t [T, H, K] (E2, E3; computed in fp32,
     stored in w's dtype) and,
-    when STORE_DPREV, dprev = d_{t-1} [T, H, K] (the learner's iterate before APF, E1; used by tests).
+    when STORE_DPREV, dprev = d_{t-1} [T, H, K] (the learner's iterate before APF, E1; used by tests), when
+    STORE_MASK, clipm = [d_min < d̄_{t-1} < d_max] [T, H, K] (int8, E2; read by ``dscan_chunk_bwd_pre_kernel``).
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
     if STORE_DPREV:
         _store_rows(dprev, dp[None, :] + dev, t0, t1, i_h, H, K, BT, BK)
+    if STORE_MASK:
+        _store_rows(clipm, _clip_inside(dbar, d_min, d_max).to(tl.int8), t0, t1, i_h, H, K, BT, BK)
     _store_rows(w, (_clip(dbar, d_min, d_max) * kk).to(w.dtype.element_ty), t0, t1, i_h, H, K, BT, BK)
 
 
 @triton.jit
 def dscan_chunk_bwd_pre_kernel(
-    k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, chunk_idx, d_min, d_max, G0, S0,
+    k, beta, alpha, eta, d_prior, Md, Dc, clipm, dw, cu, chunk_idx, d_min, d_max, G0, S0,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False, MASK: tl.constexpr = False,
 ):
     """The z-independent part of each chunk's adjoint carry; grid (NT, H), all chunks at once.
 
@@ -464,11 +476,30 @@ def dscan_chunk_bwd_pre_kernel(
     α_1 G_1 = g⁰ + Γ_n z_n − η Σ_l Γ_l s¹_l u_l with s¹ = M_dᵀ (R(n, ·) ⊙ Û z_n) (module docstring; Γ_l = α_1 R(l, 1)).
     Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l, and S0 [T, H] (fp32): s⁰ = M_dᵀ b⁰ per token, which
     ``dscan_chunk_bwd_kernel`` reads instead of forming b⁰ again.
+
+    The iterates d̄ enter only through the clip's mask [d_min < d̄ < d_max] (E2). With MASK it reads that mask as the
+    forward stored it (clipm [T, H, K], int8) and neither loads the carried δ⁰ nor recomputes the iterates (C1);
+    without, it recomputes them from Dc (``_chunk_from_carry``). Both give the same mask: the forward's pass computes
+    the iterates as this kernel does (``_iterates``, the same PREFIX and PREC).
     """
-    i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
-        k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
-    gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
-    p, direct, s0, e0 = _chunk_adjoint_parts(kk, uh, u, a, R, Mi, dbar, gw, d_min, d_max, et, BT, PREC)
+    if MASK:
+        i_c = tl.program_id(0)
+        i_h = tl.program_id(1)
+        i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+        o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+        st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+        kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
+        a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
+        Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
+        inside = _load_rows(clipm, t0, t1, i_h, H, K, BT, BK) != 0
+        direct = tl.where(inside, _load_rows(dw, t0, t1, i_h, H, K, BT, BK) * kk, 0.0)
+    else:
+        i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = (
+            _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC,
+                              PREFIX))
+        gw = _load_rows(dw, t0, t1, i_h, H, K, BT, BK)
+        p, direct = _chunk_direct(kk, dbar, gw, d_min, d_max)
+    s0, e0 = _chunk_adjoint_parts(uh, u, R, Mi, direct, et, BT, PREC)
     tl.store(G0 + st, tl.sum(gam[:, None] * e0, axis=0), mask=m_k)
     tl.store(S0 + (t0 + tl.arange(0, BT)) * H + i_h, s0, mask=m_t)
 
@@ -866,6 +897,16 @@ def _fuse_out() -> bool:
     return bool(_env("OSDN_DSCAN_FUSE_OUT", 1))
 
 
+def _clip_mask(fused: bool) -> bool:
+    """Whether the forward stores the clip's mask [d_min < d̄ < d_max] (int8, [T, H, K]; E2) for
+    ``dscan_chunk_bwd_pre_kernel``, which then neither loads δ⁰ nor recomputes the iterates (C1). Default: not yet
+    (the A/B has not run); env OSDN_DSCAN_CLIP_MASK=1 stores it on either path (the two-level carry's second pass
+    or the write-key kernel), 0 never. Costs T·H·K bytes of memory from the forward to the backward."""
+    if "OSDN_DSCAN_CLIP_MASK" in os.environ:
+        return bool(_env("OSDN_DSCAN_CLIP_MASK", 0))
+    return False
+
+
 def _prefix() -> bool:
     """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
     (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
@@ -941,7 +982,7 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
 
 
 def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_max, C, warps, PREC,
-                        store_dT=True, store_dprev=False, w_dtype=torch.float32):
+                        store_dT=True, store_dprev=False, w_dtype=torch.float32, for_backward=False):
     """C1, C2 forward on packed inputs [1, T, H, *]: prep (M_d, chunk-parallel) → serial carry → write keys
     (chunk-parallel).
 
@@ -950,8 +991,9 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     w : [1, T, H, K]                  write keys K̃ (C2), computed in float32, stored in ``w_dtype``
     saved : dict                      Md [1, T, H, C], Dc [NT, H, K] (δ⁰ per chunk), idx, offs, segs (the
                                       two-level carry's segments or None), Phi [NS, H, K, K] (their composed
-                                      maps, whose transposes the reverse carry uses; or None): what the backward
-                                      needs
+                                      maps, whose transposes the reverse carry uses; or None), clipm (int8
+                                      [1, T, H, K], the clip's mask, E2, where ``for_backward`` and
+                                      ``_clip_mask``; else None): what the backward needs
     dT : float32 [N, H, K] or None    d_T
     dprev : float32 [1, T, H, K] or None   d_{t-1}, when ``store_dprev``
     """
@@ -975,8 +1017,11 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     LS = scan_segment_length(C, N * H, cu_host, w_dtype)
     segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
     Phi = None  # the segments' composed maps (two-level carry only)
-    fused = False  # whether the write keys come from the carry's pass (the two-level carry's second pass)
-    wargs = (w, dprev, float(d_min), float(d_max))
+    # whether the write keys come from the carry's pass (the two-level carry's second pass)
+    fused = segs is not None and _fuse_out()
+    store_mask = for_backward and NT > 0 and _clip_mask(fused)
+    clipm = torch.empty(1, T, H, K, device=dev, dtype=torch.int8) if store_mask else None
+    wargs = (w, dprev, clipm, float(d_min), float(d_max))
     if segs is None:
         dscan_chunk_fwd_kernel[(N, H)](
             k, beta, alpha, eta, d_prior, d0, Md, Dc, dT, cu, offs, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
@@ -996,21 +1041,21 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
         dTs = torch.empty(NS, H, K, device=dev, dtype=f32) if store_dT else None
-        fused = _fuse_out()
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, Xs, Md, Dc, dTs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=True, STORE_DT=store_dT, DEV_IO=True, STORE_W=fused, STORE_DPREV=fused and store_dprev,
-            PREC=PREC, PREFIX=_prefix(), num_warps=nw["fused" if fused else "fwd"], num_stages=1,
+            STORE_MASK=fused and store_mask, PREC=PREC, PREFIX=_prefix(), num_warps=nw["fused" if fused else "fwd"],
+            num_stages=1,
         )
         if store_dT:
             dT = d_prior.float()[None] + dTs.index_select(0, last)
     if NT > 0 and not fused:
         dscan_chunk_out_kernel[(NT, H)](
-            k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, cu, idx, float(d_min), float(d_max), H=H, K=K, BK=BK,
-            BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(),
+            k, beta, alpha, eta, d_prior, Md, Dc, w, dprev, clipm, cu, idx, float(d_min), float(d_max), H=H, K=K,
+            BK=BK, BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(), STORE_MASK=store_mask,
             num_warps=nw["out"], num_stages=1,
         )
-    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi), dT, dprev
+    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi, clipm=clipm), dT, dprev
 
 
 def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
@@ -1039,11 +1084,12 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     nw = _kernel_warps(C, BK, warps)
     bw = nw["bwd"]
+    clipm = saved.get("clipm")
     if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
-            k, beta, alpha, eta, d_prior, Md, Dc, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K, BK=BK,
-            BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), num_warps=bw, num_stages=1,
-            **_pre_maxnreg(bw),
+            k, beta, alpha, eta, d_prior, Md, Dc, clipm, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K,
+            BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), MASK=clipm is not None, num_warps=bw,
+            num_stages=1, **_pre_maxnreg(bw),
         )
     segs = saved.get("segs")
     if segs is None:
