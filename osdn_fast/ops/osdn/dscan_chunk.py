@@ -763,7 +763,7 @@ def dscan_chunk_bwd_kernel(
     k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, chunk_idx, d_min, d_max,
     dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, FACTORED: tl.constexpr = False,
 ):
     """Reverse mode of C1 for every chunk at once, from its entering δ⁰ (Dc), exiting adjoint z_n (Zc) and the
     z-independent s⁰ (S0, from ``dscan_chunk_bwd_pre_kernel``); grid (NT, H).
@@ -794,14 +794,26 @@ def dscan_chunk_bwd_kernel(
     e = direct - (et * s)[:, None] * u
     G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
     zi = G - e  # ∂L/∂d_i
-    rho = 1.0 - tl.sum(u * dbar, axis=1)  # E7 at the learner's point
     # E8: d_i = d̄ + η ρ(d̄) û,  u = β k², û = β k² / ‖k‖²
-    g_u = -(et * s)[:, None] * dbar
-    g_uh = tl.where(nz[:, None], (et * rho)[:, None] * zi, 0.0)
-    cst = tl.sum(g_uh * k2, axis=1) / s_safe
-    g_k = gw * p + g_u * (2.0 * b)[:, None] * kk + tl.where(nz[:, None], (2.0 * b / s_safe)[:, None] * kk
-                                                            * (g_uh - cst[:, None]), 0.0)
-    g_b = tl.sum(g_u * k2, axis=1) + cst
+    if FACTORED:
+        kd = tl.sum(k2 * dbar, axis=1)  # ⟨k², d̄⟩
+        rho = 1.0 - b * kd  # E7 at the learner's point
+        cu_ = et * rho / s_safe
+        cst = cu_ * tl.sum(tl.where(nz[:, None], zi * k2, 0.0), axis=1)
+        tb = 2.0 * b
+        # ∂L/∂k = ∂L/∂K̃ ⊙ p + 2 β k ⊙ (−η s d̄ + [k ≠ 0] (η ρ z − cst) / ‖k‖²), per-row factors first
+        r1 = tl.where(nz, tb * cu_, 0.0)
+        r0 = tl.where(nz, -(tb / s_safe) * cst, 0.0)
+        g_k = gw * p + kk * ((-(tb * et * s))[:, None] * dbar + r1[:, None] * zi + r0[:, None])
+        g_b = -(et * s) * kd + cst
+    else:
+        rho = 1.0 - tl.sum(u * dbar, axis=1)  # E7 at the learner's point
+        g_u = -(et * s)[:, None] * dbar
+        g_uh = tl.where(nz[:, None], (et * rho)[:, None] * zi, 0.0)
+        cst = tl.sum(g_uh * k2, axis=1) / s_safe
+        g_k = gw * p + g_u * (2.0 * b)[:, None] * kk + tl.where(nz[:, None], (2.0 * b / s_safe)[:, None] * kk
+                                                                * (g_uh - cst[:, None]), 0.0)
+        g_b = tl.sum(g_u * k2, axis=1) + cst
     _store_rows(dk_out, (_load_rows(dk, t0, t1, i_h, H, K, BT, BK) + g_k).to(dk_out.dtype.element_ty), t0, t1, i_h,
                 H, K, BT, BK)
     p_b = (t0 + o_t) * H + i_h
@@ -905,6 +917,15 @@ def _clip_mask(fused: bool) -> bool:
     if "OSDN_DSCAN_CLIP_MASK" in os.environ:
         return bool(_env("OSDN_DSCAN_CLIP_MASK", 0))
     return False
+
+
+def _bwd_factored() -> bool:
+    """Whether ``dscan_chunk_bwd_kernel`` forms ∂L/∂k and ∂L/∂β (E8 reversed) with the per-row factors gathered first
+    (FACTORED): ⟨k², d̄⟩ once for ρ and ∂L/∂β, then ∂L/∂k = ∂L/∂K̃ ⊙ p + k ⊙ (c₁ d̄ + c₂ z + c₃) with c₁, c₂, c₃ per
+    row, instead of forming ∂L/∂u and ∂L/∂û as [C, K] tiles. The kernel is bound by instruction issue (module notes);
+    offline (sm_90, Triton 3.6, bf16, scan chunk 16, K = 128, 2 warps) 3016 → 2688 SASS instructions a thread, 255
+    registers either way. Same math, other rounding. Env OSDN_DSCAN_BWD_FACTORED (default 1)."""
+    return bool(_env("OSDN_DSCAN_BWD_FACTORED", 1))
 
 
 def _prefix() -> bool:
@@ -1121,7 +1142,8 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
-            dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, num_warps=bw, num_stages=1,
+            dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, FACTORED=_bwd_factored(),
+            num_warps=bw, num_stages=1,
             **_maxnreg("OSDN_DSCAN_BWD_MAXNREG"),
         )
     # blocks of chunks per step: [16, BK] partials with α, 128 scalars without (0.131 → 0.002 ms at
