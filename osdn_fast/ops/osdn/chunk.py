@@ -599,7 +599,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         )
     else:
         saved = dict(Md=aux["Md"], Dc=aux["Dc"], idx=aux["idx_d"], offs=aux["offs_d"], segs=aux["segs_d"],
-                     Phi=aux["Phi_d"], clipm=aux["clipm_d"])
+                     Phi=aux["Phi_d"], clipm=aux["clipm_d"], w=aux["w"])
         # the d-scan's last kernel writes ∂L/∂k and ∂L/∂β in their input dtypes (one rounding of the float32 sums),
         # instead of a float32 read-modify-write followed by a cast
         dk_out = dk if dk.dtype == k.dtype else torch.empty(1, T, H, K, device=dev, dtype=k.dtype)

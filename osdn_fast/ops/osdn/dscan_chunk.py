@@ -468,7 +468,7 @@ def dscan_chunk_out_kernel(
 def dscan_chunk_bwd_pre_kernel(
     k, beta, alpha, eta, d_prior, Md, Dc, clipm, dw, cu, chunk_idx, d_min, d_max, G0, S0,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False, MASK: tl.constexpr = False,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, PREFIX: tl.constexpr = False, MASK: tl.constexpr = 0,
 ):
     """The z-independent part of each chunk's adjoint carry; grid (NT, H), all chunks at once.
 
@@ -477,12 +477,20 @@ def dscan_chunk_bwd_pre_kernel(
     Writes G0 [NT, H, K] (fp32): g⁰ = Σ_l Γ_l e⁰_l, and S0 [T, H] (fp32): s⁰ = M_dᵀ b⁰ per token, which
     ``dscan_chunk_bwd_kernel`` reads instead of forming b⁰ again.
 
-    The iterates d̄ enter only through the clip's mask [d_min < d̄ < d_max] (E2). With MASK it reads that mask as the
-    forward stored it (clipm [T, H, K], int8) and neither loads the carried δ⁰ nor recomputes the iterates (C1);
-    without, it recomputes them from Dc (``_chunk_from_carry``). Both give the same mask: the forward's pass computes
-    the iterates as this kernel does (``_iterates``, the same PREFIX and PREC).
+    The iterates d̄ enter only through the clip's mask [d_min < d̄ < d_max] (E2). MASK says where it comes from:
+    - 0: recomputed from the carried δ⁰ (Dc) with the iterates (``_chunk_from_carry``, C1);
+    - 1: read as the forward stored it (``clipm`` [T, H, K], int8);
+    - 2: read off the write keys (``clipm`` is then w = K̃ [T, H, K], C2), for the default bounds d_min = 0,
+      d_max = +∞ only: there p = max(d̄, 0), so w = p ⊙ k is 0 exactly where d̄ ≤ 0 and nonzero where d̄ > 0 and
+      k ≠ 0 (where k = 0, ∂L/∂K̃ ⊙ k is 0 either way).
+    With 1 and 2 it neither loads δ⁰ nor recomputes the iterates. All three give the same mask but where d̄ k
+    underflows below float32's normal range (which w rounds to 0) and where d̄ is NaN or +∞: 2 counts such a
+    coordinate inside, the comparisons of E2 outside. The gradients are NaN there either way:
+    ``dscan_chunk_bwd_kernel`` multiplies by d̄ itself (∂L/∂u = −η s d̄, ρ). Checking w for NaN and ∞ here cost 450
+    SASS instructions a thread offline (1712 → 2160). The forward computes the iterates as this kernel does
+    (``_iterates``, the same PREFIX and PREC).
     """
-    if MASK:
+    if MASK != 0:
         i_c = tl.program_id(0)
         i_h = tl.program_id(1)
         i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
@@ -491,7 +499,8 @@ def dscan_chunk_bwd_pre_kernel(
         kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
         a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
         Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-        inside = _load_rows(clipm, t0, t1, i_h, H, K, BT, BK) != 0
+        mk = _load_rows(clipm, t0, t1, i_h, H, K, BT, BK)
+        inside = mk != 0.0
         direct = tl.where(inside, _load_rows(dw, t0, t1, i_h, H, K, BT, BK) * kk, 0.0)
     else:
         i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = (
@@ -928,6 +937,15 @@ def _bwd_factored() -> bool:
     return bool(_env("OSDN_DSCAN_BWD_FACTORED", 1))
 
 
+def _mask_from_w() -> bool:
+    """Whether ``dscan_chunk_bwd_pre_kernel`` reads the clip's mask off the write keys where the bounds are the
+    defaults d_min = 0, d_max = +∞ (its MASK = 2) instead of recomputing the iterates. Offline (sm_90, Triton 3.6,
+    bf16, scan chunk 16, K = 128, 2 warps, the 168-register cap): 1904 → 1712 SASS instructions a thread, 24 → 72 B of
+    stack (the int8 mask of ``_clip_mask``: 1616 and none, but 216 more in the forward's pass). GPU speed not yet
+    measured. Env OSDN_DSCAN_MASK_FROM_W (default 1)."""
+    return bool(_env("OSDN_DSCAN_MASK_FROM_W", 1))
+
+
 def _prefix() -> bool:
     """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
     (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
@@ -1076,7 +1094,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
             BK=BK, BT=C, HAS_ALPHA=ha, STORE_DPREV=store_dprev, PREC=PREC, PREFIX=_prefix(), STORE_MASK=store_mask,
             num_warps=nw["out"], num_stages=1,
         )
-    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi, clipm=clipm), dT, dprev
+    return w, dict(Md=Md, Dc=Dc, idx=idx, offs=offs, segs=segs, Phi=Phi, clipm=clipm, w=w), dT, dprev
 
 
 def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_min, d_max, C, warps, PREC,
@@ -1105,11 +1123,14 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     nw = _kernel_warps(C, BK, warps)
     bw = nw["bwd"]
-    clipm = saved.get("clipm")
+    clipm, mask = saved.get("clipm"), 1
+    if clipm is None:  # the mask off the write keys for the default bounds, else the iterates recomputed
+        mask = 2 if float(d_min) == 0.0 and float(d_max) == float("inf") and _mask_from_w() else 0
+        clipm = saved.get("w") if mask == 2 else None
     if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, clipm, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K,
-            BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), MASK=clipm is not None, num_warps=bw,
+            BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), MASK=mask, num_warps=bw,
             num_stages=1, **_pre_maxnreg(bw),
         )
     segs = saved.get("segs")
