@@ -497,6 +497,23 @@ def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, f
     assert (len(launched) == 0) == fuse, f"dscan_chunk_out_kernel launched {len(launched)} times (fused: {fuse})"
 
 
+@pytest.mark.parametrize("factored", ["1", "0"], ids=["factored", "tiles"])
+@pytest.mark.parametrize("case", [
+    dict(T=150, cu=[0, 150], K=40, zero_rows=0.2, alpha="gates", clip="active"),
+    dict(T=170, cu=[0, 0, 3, 160, 160, 170], K=5, alpha="signed"),
+], ids=["K40-zero-keys-clip", "packed-signed"])
+def test_backward_kernel_gradients_either_form(monkeypatch, case, factored):
+    """``dscan_chunk_bwd_kernel`` forms ∂L/∂k and ∂L/∂β (E8 reversed) from per-row factors (OSDN_DSCAN_BWD_FACTORED=1,
+    the default) or from the [C, K] tiles ∂L/∂u, ∂L/∂û (0): both equal the token-serial scan and the float64 oracle,
+    with zero keys (where û is 0 and ‖k‖² is made safe), the clip active, and gates of either sign."""
+    monkeypatch.setenv("OSDN_DSCAN_BWD_FACTORED", factored)
+    case = dict(case)
+    T, cu = case.pop("T"), case.pop("cu")
+    P = make_problem(np.random.default_rng(T + 3), T, 2, case.pop("K"), cu, **case)
+    P["beta"] = stable_beta(P)
+    check(P, 16)
+
+
 @pytest.mark.parametrize("source", ["int8", "write-keys"])
 @pytest.mark.parametrize("seg", [2, 0], ids=["two-level-pass", "write-key-kernel"])
 def test_clip_mask_without_the_iterates_changes_no_gradient(monkeypatch, seg, source):
