@@ -444,7 +444,8 @@ def _chunk_fwd(q, k, v, beta, g, alpha, eta, d_prior, h0, d0, scale, d_min, d_ma
     if store:
         aux = dict(q=q, k=k, v=v, beta=beta, g=g, alpha=alpha, eta=P["eta"], d_prior=P["d_prior"], h0=h0, d0=d0,
                    w=w, dprev=dprev, Md=dsaved["Md"], Dc=dsaved["Dc"], idx_d=dsaved["idx"], offs_d=dsaved["offs"],
-                   Phi_d=dsaved["Phi"], clipm_d=dsaved["clipm"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu, offs=offs, scale=float(scale),
+                   Phi_d=dsaved["Phi"], clipm_d=dsaved["clipm"], M=M, hbuf=hbuf, vrbuf=ubuf if wu else vrbuf, cu=cu,
+                   offs=offs, scale=float(scale),
                    d_min=float(d_min), d_max=float(d_max), BT=BT, DC=DC, DW=DW, BK=BK, BV=BV, DT=DT, PREC=PREC, N=N,
                    idx=idx, bwd_mode=bwd_mode, lean=lean, from_u=wu, segs_d=dsaved["segs"], segs_w=segs_w,
                    maps_w=maps_w)

@@ -377,8 +377,7 @@ def _chunk_adjoint_parts(uh, u, R, Mi, direct, et, BT: tl.constexpr, PREC: tl.co
 
 @triton.jit
 def _clip_inside(dbar, d_min, d_max):
-    """The clip's pass-through mask [d_min < d̄ < d_max] of E2 (false at NaN: no gradient passes a NaN iterate's
-    clip, whether the mask is recomputed or stored)."""
+    """The clip's pass-through mask [d_min < d̄ < d_max] of E2 (false at NaN), recomputed or stored as int8."""
     return (dbar > d_min) & (dbar < d_max)
 
 
@@ -399,9 +398,8 @@ def dscan_chunk_fwd_kernel(
     With DEV_IO, d0 and dT hold deviations δ = d − d° (the two-level carry runs this kernel per segment); without
     STORE_DC, Dc is not written (the two-level carry's pass for the segments' offsets). With STORE_W it also writes
     every chunk's write keys w = K̃ (C2; and with STORE_DPREV dprev, with STORE_MASK the clip's mask clipm) as
-    ``dscan_chunk_out_kernel`` does, from the δ⁰
-    and steps w it has at hand, off the carry's chain (the two-level carry's second pass, which so replaces that
-    kernel: ``_fuse_out``).
+    ``dscan_chunk_out_kernel`` does, from the δ⁰ and steps w it has at hand, off the carry's chain (the two-level
+    carry's second pass, which so replaces that kernel: ``_fuse_out``).
     """
     i_n, i_h, bos, eos = _seq_head(cu)
     c_off = tl.load(chunk_off + i_n).to(tl.int64)
@@ -918,7 +916,7 @@ def _fuse_out() -> bool:
     return bool(_env("OSDN_DSCAN_FUSE_OUT", 1))
 
 
-def _clip_mask(fused: bool) -> bool:
+def _clip_mask() -> bool:
     """Whether the forward stores the clip's mask [d_min < d̄ < d_max] (int8, [T, H, K]; E2) for
     ``dscan_chunk_bwd_pre_kernel``, which then neither loads δ⁰ nor recomputes the iterates (C1). Default: no. For
     the default bounds the mask comes free off the write keys (``_mask_from_w``), and the stored one bought nothing
@@ -1066,7 +1064,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     Phi = None  # the segments' composed maps (two-level carry only)
     # whether the write keys come from the carry's pass (the two-level carry's second pass)
     fused = segs is not None and _fuse_out()
-    store_mask = for_backward and NT > 0 and _clip_mask(fused)
+    store_mask = for_backward and NT > 0 and _clip_mask()
     clipm = torch.empty(1, T, H, K, device=dev, dtype=torch.int8) if store_mask else None
     wargs = (w, dprev, clipm, float(d_min), float(d_max))
     if segs is None:
