@@ -309,12 +309,35 @@ def _chunk_dev(k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H: tl.constexpr, 
     (TF32 products for 16-bit inputs), so the backward's iterates equal the forward's to that rounding, not bit for
     bit.
     """
-    kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
-    a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-    Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
+    kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Rx, gamx, Mi = _chunk_operands(
+        k, beta, alpha, Md, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA)
     wv = _carry_w(Mi, u, dp, et, gam, delta)
     dev, dbar = _iterates(wv, uh, delta, dp, a, Rx, gamx, m_t, HAS_ALPHA, PREC, PREFIX)
     return kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar
+
+
+@triton.jit
+def _chunk_operands(k, beta, alpha, Md, t0, t1, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+                    BT: tl.constexpr, HAS_ALPHA: tl.constexpr):
+    """What every chunk-parallel d-scan kernel reads of its chunk: the keys (``_chunk_keys``), the APF gate ratios
+    (``_gate_ratios``) and the rows of M_d (C1)."""
+    kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
+    a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
+    Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
+    return kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Rx, gamx, Mi
+
+
+@triton.jit
+def _chunk_program(cu, chunk_idx, d_prior, eta, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+                   BT: tl.constexpr):
+    """This program's chunk (grid (NT, H)): its id and head, rows [t0, t1), the head's d° and η, and the offset
+    ``st`` of its [K] rows in the per-chunk buffers."""
+    i_c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    _, _, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
+    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
+    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+    return i_c, i_h, t0, t1, m_k, dp, et, st
 
 
 @triton.jit
@@ -339,13 +362,9 @@ def _iterates(wv, uh, delta, dp, a, Rx, gamx, m_t, HAS_ALPHA: tl.constexpr, PREC
 def _chunk_from_carry(k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H: tl.constexpr, K: tl.constexpr,
                       BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
                       PREFIX: tl.constexpr = False):
-    """Prologue of the chunk-parallel kernels (grid (NT, H)): this program's chunk rows [t0, t1), its head's
-    d° and η, the offset ``st`` of its [K] rows in the per-chunk buffers, and ``_chunk_dev`` from the carried δ⁰ (Dc)."""
-    i_c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-    o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-    st = (i_c.to(tl.int64) * H + i_h) * K + o_k
+    """Prologue of the chunk-parallel kernels (grid (NT, H)): ``_chunk_program``, and ``_chunk_dev`` from the carried
+    δ⁰ (Dc)."""
+    i_c, i_h, t0, t1, m_k, dp, et, st = _chunk_program(cu, chunk_idx, d_prior, eta, H, K, BK, BT)
     delta = tl.load(Dc + st, mask=m_k, other=0.0)
     kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_dev(
         k, beta, alpha, Md, dp, et, delta, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA, PREC, PREFIX)
@@ -489,16 +508,10 @@ def dscan_chunk_bwd_pre_kernel(
     (``_iterates``, the same PREFIX and PREC).
     """
     if MASK != 0:
-        i_c = tl.program_id(0)
-        i_h = tl.program_id(1)
-        i_n, bos, t0, t1 = _chunk_rows(cu, chunk_idx, i_c, BT)
-        o_k, m_k, dp, et = _head_params(d_prior, eta, i_h, K, BK)
-        st = (i_c.to(tl.int64) * H + i_h) * K + o_k
-        kk, b, k2, u, uh, s_safe, nz, m_t = _chunk_keys(k, beta, t0, t1, i_h, H, K, BT, BK)
-        a, R, gam, Rx, gamx = _gate_ratios(alpha, t0, t1, i_h, H, BT, HAS_ALPHA)
-        Mi = _load_rows(Md, t0, t1, i_h, H, BT, BT, BT)
-        mk = _load_rows(clipm, t0, t1, i_h, H, K, BT, BK)
-        inside = mk != 0.0
+        i_c, i_h, t0, t1, m_k, dp, et, st = _chunk_program(cu, chunk_idx, d_prior, eta, H, K, BK, BT)
+        kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Rx, gamx, Mi = _chunk_operands(
+            k, beta, alpha, Md, t0, t1, i_h, H, K, BK, BT, HAS_ALPHA)
+        inside = _load_rows(clipm, t0, t1, i_h, H, K, BT, BK) != 0.0
         direct = tl.where(inside, _load_rows(dw, t0, t1, i_h, H, K, BT, BK) * kk, 0.0)
     else:
         i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = (
@@ -924,9 +937,7 @@ def _clip_mask() -> bool:
     fwd+bwd 5.525 → 5.520 ms (bwd_pre 0.280 → 0.267) for 64 MiB more peak memory (1835 → 1899 MiB). For other bounds
     it is untried on a GPU. Env OSDN_DSCAN_CLIP_MASK=1 stores it on either path (the two-level carry's second pass or
     the write-key kernel), 0 never. Costs T·H·K bytes of memory from the forward to the backward."""
-    if "OSDN_DSCAN_CLIP_MASK" in os.environ:
-        return bool(_env("OSDN_DSCAN_CLIP_MASK", 0))
-    return False
+    return bool(_env("OSDN_DSCAN_CLIP_MASK", 0))
 
 
 def _bwd_factored() -> bool:
@@ -1129,14 +1140,18 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     ddp = torch.empty(N, H, K, device=dev, dtype=f32)
     nw = _kernel_warps(C, BK, warps)
     bw = nw["bwd"]
-    clipm, mask = saved.get("clipm"), 1
-    if clipm is None:  # the mask off the write keys for the default bounds, else the iterates recomputed
-        mask = 2 if float(d_min) == 0.0 and float(d_max) == float("inf") and _mask_from_w() else 0
-        clipm = saved.get("w") if mask == 2 else None
+    # where bwd_pre takes the clip's mask from (its MASK): the forward's int8 mask, the write keys for the default
+    # bounds, or (None) the iterates recomputed
+    if saved.get("clipm") is not None:
+        mask, mask_src = 1, saved["clipm"]
+    elif float(d_min) == 0.0 and float(d_max) == float("inf") and _mask_from_w():
+        mask, mask_src = 2, saved["w"]
+    else:
+        mask, mask_src = 0, None
     if NT > 0:
         dscan_chunk_bwd_pre_kernel[(NT, H)](
-            k, beta, alpha, eta, d_prior, Md, Dc, clipm, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H, K=K,
-            BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), MASK=mask, num_warps=bw,
+            k, beta, alpha, eta, d_prior, Md, Dc, mask_src, dw, cu, idx, float(d_min), float(d_max), G0, S0, H=H,
+            K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, PREFIX=_prefix(), MASK=mask, num_warps=bw,
             num_stages=1, **_pre_maxnreg(bw),
         )
     segs = saved.get("segs")
