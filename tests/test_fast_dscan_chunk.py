@@ -360,11 +360,13 @@ def test_chunk_osdn_same_results_with_either_scan(monkeypatch, C, DC, T, SEG):
     assert len(maps) == (1 if SEG else 0)
 
 
+@pytest.mark.parametrize("bk", [2, 8], ids=["key-blocks", "one-block"])
 @pytest.mark.parametrize("has_alpha", [True, False])
-def test_per_chunk_partials_sum_to_each_sequences_deta_and_ddp(has_alpha):
+def test_per_chunk_partials_sum_to_each_sequences_deta_and_ddp(has_alpha, bk):
     """``dscan_chunk_sum_kernel`` turns the per-chunk partials of ∂L/∂η and ∂L/∂d° into per-sequence sums, blocks of
-    chunks at a time: sequences of 0, 1, 37 and 300 chunks (several blocks, a partial last one) equal the float64 sums
-    to float32 rounding; without α (E1 has no d° term) ∂L/∂d° is exactly 0 and the partials are not read."""
+    chunks at a time and blocks of key columns a program: sequences of 0, 1, 37 and 300 chunks (several blocks, a
+    partial last one), K = 5 in blocks of 2 (a partial last block) or in one block, equal the float64 sums to float32
+    rounding; without α (E1 has no d° term) ∂L/∂d° is exactly 0 and the partials are not read."""
     rng = np.random.default_rng(5)
     H, K, n_chunks = 3, 5, [0, 1, 37, 300]
     off = np.concatenate([[0], np.cumsum(n_chunks)])
@@ -375,9 +377,9 @@ def test_per_chunk_partials_sum_to_each_sequences_deta_and_ddp(has_alpha):
     N = len(n_chunks)
     deta = torch.full((N, H), float("nan"), device=DEVICE)
     ddp = torch.full((N, H, K), float("nan"), device=DEVICE)
-    dscan_chunk_sum_kernel[(N, H)](t(peta), t(pdp) if has_alpha else None,
-                                   torch.tensor(off, dtype=torch.int32, device=DEVICE), deta, ddp,
-                                   H=H, K=K, BK=8, BC=16 if has_alpha else 128, HAS_ALPHA=has_alpha)
+    dscan_chunk_sum_kernel[(N, H, -(-K // bk))](t(peta), t(pdp) if has_alpha else None,
+                                                torch.tensor(off, dtype=torch.int32, device=DEVICE), deta, ddp,
+                                                H=H, K=K, BK=bk, BC=16 if has_alpha else 128, HAS_ALPHA=has_alpha)
     want_eta = np.stack([peta[off[n]:off[n + 1]].sum(0) for n in range(N)])
     want_dp = np.stack([pdp[off[n]:off[n + 1]].sum(0) for n in range(N)]) if has_alpha else np.zeros((N, H, K))
     np.testing.assert_allclose(deta.cpu().numpy(), want_eta, rtol=0, atol=1e-4)
@@ -497,16 +499,14 @@ def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, f
     assert (len(launched) == 0) == fuse, f"dscan_chunk_out_kernel launched {len(launched)} times (fused: {fuse})"
 
 
-@pytest.mark.parametrize("factored", ["1", "0"], ids=["factored", "tiles"])
 @pytest.mark.parametrize("case", [
     dict(T=150, cu=[0, 150], K=40, zero_rows=0.2, alpha="gates", clip="active"),
     dict(T=170, cu=[0, 0, 3, 160, 160, 170], K=5, alpha="signed"),
 ], ids=["K40-zero-keys-clip", "packed-signed"])
-def test_backward_kernel_gradients_either_form(monkeypatch, case, factored):
-    """``dscan_chunk_bwd_kernel`` forms ∂L/∂k and ∂L/∂β (E8 reversed) from per-row factors (OSDN_DSCAN_BWD_FACTORED=1,
-    the default) or from the [C, K] tiles ∂L/∂u, ∂L/∂û (0): both equal the token-serial scan and the float64 oracle,
-    with zero keys (where û is 0 and ‖k‖² is made safe), the clip active, and gates of either sign."""
-    monkeypatch.setenv("OSDN_DSCAN_BWD_FACTORED", factored)
+def test_backward_kernel_per_row_factors_with_zero_keys_clip_and_signed_gates(case):
+    """``dscan_chunk_bwd_kernel`` forms ∂L/∂k and ∂L/∂β (E8 reversed) from per-row factors (c₁ d̄ + c₂ z + c₃ times
+    k): they equal the token-serial scan and the float64 oracle with zero keys (where û is 0 and ‖k‖² is made safe),
+    the clip active, and gates of either sign (a sign flipped in one factor fails here)."""
     case = dict(case)
     T, cu = case.pop("T"), case.pop("cu")
     P = make_problem(np.random.default_rng(T + 3), T, 2, case.pop("K"), cu, **case)

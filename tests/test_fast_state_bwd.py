@@ -304,15 +304,18 @@ def test_two_level_walks_float16_within_bounds(monkeypatch):
 def test_loads_issued_first_change_nothing(monkeypatch, gated):
     """The LOADS_FIRST forms (every tile a kernel reads issued before its first product: the output kernel after the
     two-product walk, the dul kernel and the plain tiled dh walk of C3 reversed; OSDN_OUT_LOADS_FIRST,
-    OSDN_DUL_LOADS_FIRST, OSDN_DH_LOADS_FIRST) only move loads: every output and gradient is bit for bit the default's,
-    K and V over several blocks, packed sequences with an empty one."""
+    OSDN_DUL_LOADS_FIRST, OSDN_DH_LOADS_FIRST) only move loads: every output and gradient is bit for bit the one of
+    the loads-later forms, K and V over several blocks, packed sequences with an empty one."""
     kw = _packed_problem(gated, 67, 130)
     monkeypatch.setenv("OSDN_STATE_WALK", "wu")
     monkeypatch.setenv("OSDN_BWD_GRAD_BKO", "128")  # float32: one key block, so that the two-product walk may run
     monkeypatch.setenv("OSDN_DH_WALK", "tiles")
     monkeypatch.setenv("OSDN_WALK_SEG", "0")
+    switches = ("OSDN_OUT_LOADS_FIRST", "OSDN_DUL_LOADS_FIRST", "OSDN_DH_LOADS_FIRST")
+    for name in switches:
+        monkeypatch.setenv(name, "0")
     _, base, _ = compare(chunk_osdn, kw, torch.float32, DEVICE, chunk_size=16)
-    for name in ("OSDN_OUT_LOADS_FIRST", "OSDN_DUL_LOADS_FIRST", "OSDN_DH_LOADS_FIRST"):
+    for name in switches:
         monkeypatch.setenv(name, "1")
     launched = spy_launches(monkeypatch, chunk_mod, ["state_out_kernel", "state_bwd_dul_kernel",
                                                      "state_bwd_dh_tiles_kernel"])

@@ -509,7 +509,7 @@ def _chunk_bwd(aux, do, dhT, ddT):
         if tiles and NT > 0:
             state_bwd_dul_kernel[(NT * NV, H)](
                 q, aux["w"], beta, g, aux["M"], do, drbuf, pbuf, aux["cu"], idx, aux["scale"], H=H, K=K, V=V, BT=BT,
-                BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, LOADS_FIRST=bool(_ENV("OSDN_DUL_LOADS_FIRST", 0)),
+                BK=BK, BV=BV, USE_G=USE_G, DT=DT, PREC=PREC, LOADS_FIRST=bool(_ENV("OSDN_DUL_LOADS_FIRST", 1)),
                 num_warps=_ENV("OSDN_OUT_WARPS", 4), num_stages=1,
             )
         # the dh walk's value block (env: A/B on a GPU). The full walk keeps the common block: at 32 it faulted with an

@@ -783,7 +783,7 @@ def dscan_chunk_bwd_kernel(
     k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, chunk_idx, d_min, d_max,
     dk, dbeta, dk_out, dbeta_out, dalpha, peta, pdp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, FACTORED: tl.constexpr = False,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr,
 ):
     """Reverse mode of C1 for every chunk at once, from its entering δ⁰ (Dc), exiting adjoint z_n (Zc) and the
     z-independent s⁰ (S0, from ``dscan_chunk_bwd_pre_kernel``); grid (NT, H).
@@ -799,6 +799,15 @@ def dscan_chunk_bwd_kernel(
     variant over key blocks of 64 or 32 columns (the row sums and U Uᵀ first, ρ from them, each block's gradients with
     the term in cst held back; 240 / 210 registers without stack offline) was slower: 0.572 → 0.818 / 1.05 ms (call 3;
     history 147ab67).
+
+    It forms ∂L/∂k and ∂L/∂β from per-row factors: ⟨k², d̄⟩ once for ρ and ∂L/∂β, then ∂L/∂k = ∂L/∂K̃ ⊙ p + k ⊙ (c₁ d̄
+    + c₂ z + c₃) with c₁, c₂, c₃ per row, instead of forming ∂L/∂u and ∂L/∂û as [C, K] tiles first (history 583cc05,
+    ``OSDN_DSCAN_BWD_FACTORED=0``). Offline (sm_90, Triton 3.6, bf16, scan chunk 16, K = 128, 2 warps) 3016 → 2688 SASS
+    instructions a thread (gated 3776 → 3376, stack 328 → 152 B; K = 64 at 1 warp: stack 160 → 0 B). Same-run A/Bs
+    on an H100 80GB HBM3, bf16: ungated (1, 32768, 16, 128) this kernel 0.591 → 0.507 ms
+    (reports/gpu-run-run17-NVIDIA-H100-80GB-HBM3.log); gated with APF (run18 log, with bwd_pre's mask off the write
+    keys, row "old") 0.736 → 0.621 ms at (8, 4096, 16, 128), 0.771 → 0.689 at (16, 2048, 32, 64), 0.737 → 0.611 at
+    (1, 32768, 16, 128). Same math, other rounding: ∂L/∂k moved by up to 3.0e-3 of its max, ∂L/∂β 8.9e-4 (bf16).
     """
     i_c, i_h, t0, t1, m_k, dp, et, st, kk, b, k2, u, uh, s_safe, nz, m_t, a, R, gam, Mi, dev, dbar = _chunk_from_carry(
         k, beta, alpha, eta, d_prior, Md, Dc, cu, chunk_idx, H, K, BK, BT, HAS_ALPHA, PREC)
@@ -814,26 +823,17 @@ def dscan_chunk_bwd_kernel(
     e = direct - (et * s)[:, None] * u
     G = tl.dot(tl.trans(R), e, input_precision=PREC) + rn[:, None] * z[None, :]  # ∂L/∂d̄_{i-1}
     zi = G - e  # ∂L/∂d_i
-    # E8: d_i = d̄ + η ρ(d̄) û,  u = β k², û = β k² / ‖k‖²
-    if FACTORED:
-        kd = tl.sum(k2 * dbar, axis=1)  # ⟨k², d̄⟩
-        rho = 1.0 - b * kd  # E7 at the learner's point
-        cu_ = et * rho / s_safe
-        cst = cu_ * tl.sum(tl.where(nz[:, None], zi * k2, 0.0), axis=1)
-        tb = 2.0 * b
-        # ∂L/∂k = ∂L/∂K̃ ⊙ p + 2 β k ⊙ (−η s d̄ + [k ≠ 0] (η ρ z − cst) / ‖k‖²), per-row factors first
-        r1 = tl.where(nz, tb * cu_, 0.0)
-        r0 = tl.where(nz, -(tb / s_safe) * cst, 0.0)
-        g_k = gw * p + kk * ((-(tb * et * s))[:, None] * dbar + r1[:, None] * zi + r0[:, None])
-        g_b = -(et * s) * kd + cst
-    else:
-        rho = 1.0 - tl.sum(u * dbar, axis=1)  # E7 at the learner's point
-        g_u = -(et * s)[:, None] * dbar
-        g_uh = tl.where(nz[:, None], (et * rho)[:, None] * zi, 0.0)
-        cst = tl.sum(g_uh * k2, axis=1) / s_safe
-        g_k = gw * p + g_u * (2.0 * b)[:, None] * kk + tl.where(nz[:, None], (2.0 * b / s_safe)[:, None] * kk
-                                                                * (g_uh - cst[:, None]), 0.0)
-        g_b = tl.sum(g_u * k2, axis=1) + cst
+    # E8: d_i = d̄ + η ρ(d̄) û,  u = β k², û = β k² / ‖k‖²; ∂L/∂k and ∂L/∂β from per-row factors gathered first
+    kd = tl.sum(k2 * dbar, axis=1)  # ⟨k², d̄⟩
+    rho = 1.0 - b * kd  # E7 at the learner's point
+    cu_ = et * rho / s_safe
+    cst = cu_ * tl.sum(tl.where(nz[:, None], zi * k2, 0.0), axis=1)
+    tb = 2.0 * b
+    # ∂L/∂k = ∂L/∂K̃ ⊙ p + 2 β k ⊙ (−η s d̄ + [k ≠ 0] (η ρ z − cst) / ‖k‖²), per-row factors first
+    r1 = tl.where(nz, tb * cu_, 0.0)
+    r0 = tl.where(nz, -(tb / s_safe) * cst, 0.0)
+    g_k = gw * p + kk * ((-(tb * et * s))[:, None] * dbar + r1[:, None] * zi + r0[:, None])
+    g_b = -(et * s) * kd + cst
     _store_rows(dk_out, (_load_rows(dk, t0, t1, i_h, H, K, BT, BK) + g_k).to(dk_out.dtype.element_ty), t0, t1, i_h,
                 H, K, BT, BK)
     p_b = (t0 + o_t) * H + i_h
@@ -850,26 +850,41 @@ def dscan_chunk_bwd_kernel(
 def dscan_chunk_sum_kernel(peta, pdp, chunk_off, deta, ddp, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
                            BC: tl.constexpr, HAS_ALPHA: tl.constexpr):
     """deta [N, H] (∂L/∂η, E8) and ddp [N, H, K] (∂L/∂d° through E1): the per-chunk partials summed over each
-    sequence's chunks, BC chunks at a time
-    in a fixed order (deterministic, no atomics); grid (N, H). Without α, ddp is 0 (E1 has no d° term) and pdp is
-    not read."""
+    sequence's chunks, BC chunks at a time in a fixed order (deterministic, no atomics); grid (N, H, ⌈K / BK⌉), one
+    program per (sequence, head, block of BK key columns), the first block also summing deta. Without α, ddp is 0
+    (E1 has no d° term) and pdp is not read.
+
+    With one block of all K columns a program (grid (N, H), 16 chunks a step) this kernel took 0.178 ms on the gated
+    problem at (1, 32768, 16, 128) (H100, reports/gpu-run-run18-NVIDIA-H100-80GB-HBM3.log): 16 programs walking 2048
+    chunks; ``_sum_config`` now spreads the key columns over programs."""
     i_n = tl.program_id(0)
     i_h = tl.program_id(1)
-    o_k = tl.arange(0, BK)
+    i_k = tl.program_id(2)
+    o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     o_c = tl.arange(0, BC)
     c0 = tl.load(chunk_off + i_n).to(tl.int64)
     c1 = tl.load(chunk_off + i_n + 1).to(tl.int64)
+    ce = tl.where(i_k == 0, c1, c0)  # the first key block sums deta, the others read no partial of it
     se = tl.zeros([BC], dtype=tl.float32)
     sp = tl.zeros([BC, BK], dtype=tl.float32)
     for c in range(c0, c1, BC):
         m_c = (c + o_c) < c1
-        se += tl.load(peta + (c + o_c) * H + i_h, mask=m_c, other=0.0)
+        se += tl.load(peta + (c + o_c) * H + i_h, mask=(c + o_c) < ce, other=0.0)
         if HAS_ALPHA:
             sp += tl.load(pdp + ((c + o_c[:, None]) * H + i_h) * K + o_k[None, :], mask=m_c[:, None] & m_k[None, :],
                           other=0.0)
-    tl.store(deta + i_n * H + i_h, tl.sum(se, axis=0))
+    if i_k == 0:
+        tl.store(deta + i_n * H + i_h, tl.sum(se, axis=0))
     tl.store(ddp + (i_n * H + i_h) * K + o_k, tl.sum(sp, axis=0), mask=m_k)
+
+
+def _sum_config(BK: int, has_alpha: bool) -> tuple:
+    """Key columns a program, chunks a step and warps of ``dscan_chunk_sum_kernel``: with α, 16 columns and 64 chunks
+    a step at 2 warps ([64, 16] float32 partials of ∂L/∂d°, 8 programs per (sequence, head) at K = 128); without,
+    all columns (zeros) and 128 chunks a step at 1 warp. Env OSDN_DSCAN_SUM_BK sets the columns a program with α
+    (A/B: 128 is the one-block layout of before, at these chunks a step and warps)."""
+    return (min(BK, _env("OSDN_DSCAN_SUM_BK", 16)), 64, 2) if has_alpha else (BK, 128, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -940,18 +955,6 @@ def _clip_mask() -> bool:
     return bool(_env("OSDN_DSCAN_CLIP_MASK", 0))
 
 
-def _bwd_factored() -> bool:
-    """Whether ``dscan_chunk_bwd_kernel`` forms ∂L/∂k and ∂L/∂β (E8 reversed) with the per-row factors gathered first
-    (FACTORED): ⟨k², d̄⟩ once for ρ and ∂L/∂β, then ∂L/∂k = ∂L/∂K̃ ⊙ p + k ⊙ (c₁ d̄ + c₂ z + c₃) with c₁, c₂, c₃ per
-    row, instead of forming ∂L/∂u and ∂L/∂û as [C, K] tiles. The kernel is bound by instruction issue (module notes);
-    offline (sm_90, Triton 3.6, bf16, scan chunk 16, K = 128, 2 warps) 3016 → 2688 SASS instructions a thread, 255
-    registers either way (gated 3776 → 3376, stack 328 → 152 B). Same-run A/B on an H100 80GB HBM3, bf16,
-    (1, 32768, 16, 128) (reports/gpu-run-run17-NVIDIA-H100-80GB-HBM3.log): this kernel 0.591 → 0.507 ms, fwd+bwd 5.714
-    → 5.525 (with the mask of ``_mask_from_w``) and 5.780 → 5.645 (without). Same math, other rounding: ∂L/∂k moved by
-    up to 2.5e-3 of its max, ∂L/∂β 8.9e-4 (bf16). Env OSDN_DSCAN_BWD_FACTORED (default 1)."""
-    return bool(_env("OSDN_DSCAN_BWD_FACTORED", 1))
-
-
 def _mask_from_w() -> bool:
     """Whether ``dscan_chunk_bwd_pre_kernel`` reads the clip's mask off the write keys where the bounds are the
     defaults d_min = 0, d_max = +∞ (its MASK = 2) instead of recomputing the iterates. Offline (sm_90, Triton 3.6,
@@ -959,7 +962,9 @@ def _mask_from_w() -> bool:
     stack (the int8 mask of ``_clip_mask``: 1616 and none, but 216 more in the forward's pass). Same-run A/B on an
     H100 80GB HBM3, bf16, (1, 32768, 16, 128) (reports/gpu-run-run17-NVIDIA-H100-80GB-HBM3.log): bwd_pre 0.343 →
     0.280 ms, fwd+bwd 5.645 → 5.525; the ungated problem bit-identical, the gated one (α, so the iterates come from a
-    TF32 product in both kernels) within 1.5e-3 of its max (∂L/∂α). Env OSDN_DSCAN_MASK_FROM_W (default 1)."""
+    TF32 product in both kernels) within 1.5e-3 of its max (∂L/∂α). On the gated problem with APF (run18 log, row
+    "old", with the tile form of the backward kernel too) bwd_pre 0.471 → 0.305 ms at (8, 4096, 16, 128), 0.385 →
+    0.334 at (16, 2048, 32, 64), 0.470 → 0.300 at (1, 32768, 16, 128). Env OSDN_DSCAN_MASK_FROM_W (default 1)."""
     return bool(_env("OSDN_DSCAN_MASK_FROM_W", 1))
 
 
@@ -1068,7 +1073,7 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
     if NT > 0:
         dscan_chunk_prep_kernel[(NT, H)](
             k, beta, alpha, eta, cu, idx, Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=ha, PREC=PREC,
-            num_warps=nw["prep"], num_stages=_env("OSDN_DSCAN_PREP_STAGES", 1),  # 2: an A/B not yet run
+            num_warps=nw["prep"], num_stages=_env("OSDN_DSCAN_PREP_STAGES", 1),  # 2: 0.120 → 0.171 ms (run18 log)
         )
     LS = scan_segment_length(C, N * H, cu_host, w_dtype)
     segs = scan_segment_tensors(cu_host, C, LS, dev) if LS else None
@@ -1184,12 +1189,13 @@ def dscan_chunk_backward(k, beta, alpha, eta, d_prior, saved, dw, ddT, cu, N, d_
     if NT > 0:
         dscan_chunk_bwd_kernel[(NT, H)](
             k, beta, alpha, eta, d_prior, Md, Dc, Zc, S0, dw, cu, idx, float(d_min), float(d_max), dk, dbeta, dk_out,
-            dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC, FACTORED=_bwd_factored(),
+            dbeta_out, dalpha, peta, pdp, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha, PREC=PREC,
             num_warps=bw, num_stages=1,
             **_maxnreg("OSDN_DSCAN_BWD_MAXNREG"),
         )
-    # blocks of chunks per step: [16, BK] partials with α, 128 scalars without (0.131 → 0.002 ms at
-    # (1, 32768, 16, 128), run8 log call 7, where one chunk per step walked 1024 chunks)
-    dscan_chunk_sum_kernel[(N, H)](peta, pdp, offs, deta, ddp, H=H, K=K, BK=BK, BC=16 if ha else 128, HAS_ALPHA=ha,
-                                   num_warps=4 if ha else 1)
+    # blocks of chunks per step (0.131 → 0.002 ms without α at (1, 32768, 16, 128), run8 log call 7, where one chunk
+    # per step walked 1024 chunks) and, with α, blocks of key columns per program
+    BKS, BC, nws = _sum_config(BK, ha)
+    dscan_chunk_sum_kernel[(N, H, cdiv(K, BKS))](peta, pdp, offs, deta, ddp, H=H, K=K, BK=BKS, BC=BC, HAS_ALPHA=ha,
+                                                 num_warps=nws)
     return dalpha, deta, ddp, dd0
