@@ -282,8 +282,12 @@ def _grad_stages(DT, V: int, BV: int) -> int:
     runs at least twice (V > BV), so that the next value block's dR, dO, h, dh, U tiles load while this one's products
     run; else 1. Same-run A/B on an H200, bf16 (reports/gpu-run-run16-NVIDIA-H200.log, call 6): gradient kernel
     0.897 → 0.858 ms at (1, 32768, 16, 128) (fwd+bwd 5.461 → 5.427) and 0.868 → 0.794 at (8, 4096, 16, 128) (4.058 →
-    3.981), bit-identical. Those runs time the ungated problem; gated, the kernel spills about as much at 2 stages as at
-    1 (696 against 664 B a thread offline, Triton 3.6), and its speed at 2 is not measured. Env OSDN_BWD_GRAD_STAGES."""
+    3.981), bit-identical. Gated with APF (reports/gpu-run-run18-NVIDIA-H100-80GB-HBM3.log, H100, AB_TIME_GATED=1,
+    kernels of 583cc05): 1 stage instead of 2 took the kernel 1.906 → 1.850 ms at (8, 4096, 16, 128), 2.118 → 2.116 at
+    (16, 2048, 32, 64) and 1.812 → 1.887 at (1, 32768, 16, 128), so 2 stay. There it spilled 656 B a thread at 2 stages
+    (offline, Triton 3.6, bf16; 696 with FROM_U); since dL/dg, dβ are formed before the key gradients and those are
+    stored one at a time (``_key_grads``) it spills 184 B (272 with FROM_U; 224 / 304 at 1 stage), not yet timed on a
+    GPU. Env OSDN_BWD_GRAD_STAGES."""
     return _ENV("OSDN_BWD_GRAD_STAGES", 2 if DT is not tl.float32 and V > BV else 1)
 
 

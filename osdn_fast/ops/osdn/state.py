@@ -1001,31 +1001,32 @@ def state_bwd_dh_tiles_kernel(
 
 
 @triton.jit
-def _key_grads(dS, dA, gq, gk, gw, qq, kk, ww, b, lam, e, en_e, scale, BT: tl.constexpr, USE_G: tl.constexpr,
-               DT: tl.constexpr, PREC: tl.constexpr):
+def _key_grads(dq, dk, dw, p_k, m_tk, dS, dA, gq, gk, gw, qq, kk, ww, b, lam, e, en_e, scale, BT: tl.constexpr,
+               USE_G: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The key-side gradients of one chunk for the key columns of qq, kk, ww (Q, K, K̃ in DT) and of the value
     contractions gq = dO h⁰ᵀ, gk = dR h⁰ᵀ, gw = U dhᵀ (C3 reversed), with G_qw = Γ ⊙ dS, G_kw = diag(β) Γ ⊙ dA:
     dq = G_qw K̃ + scale diag(e^λ) dO h⁰ᵀ, dk = G_kw K̃ − diag(β e^λ) dR h⁰ᵀ, dK̃ = diag(e^{λn−λ}) U dhᵀ + G_qwᵀ Q +
-    G_kwᵀ K (float32)."""
+    G_kwᵀ K, formed in float32 and stored at offsets p_k (mask m_tk) of dq, dk, dw in their dtypes, each before the
+    next is formed (so that one [BT, BK] float32 result is live at a time: offline sm_90, Triton 3.6, bf16, the gated
+    stored-operand gradient kernel spills 232 → 184 B a thread (FROM_U: 312 → 272) against forming all three first)."""
     if USE_G:
         gam = _gate_ratios(lam, BT)
         gqw_d = (dS * gam).to(DT)
         gkw_d = (b[:, None] * dA * gam).to(DT)
+        tl.store(dq + p_k, (tl.dot(gqw_d, ww, input_precision=PREC) + scale * e[:, None] * gq).to(dq.dtype.element_ty),
+                 mask=m_tk)
+        tl.store(dk + p_k, (tl.dot(gkw_d, ww, input_precision=PREC) - (b * e)[:, None] * gk).to(dk.dtype.element_ty),
+                 mask=m_tk)
+        dw_c = en_e[:, None] * gw
     else:
         gqw_d = dS.to(DT)
         gkw_d = (b[:, None] * dA).to(DT)
-    dq_c = tl.dot(gqw_d, ww, input_precision=PREC)
-    dk_c = tl.dot(gkw_d, ww, input_precision=PREC)
-    if USE_G:
-        dq_c += scale * e[:, None] * gq
-        dk_c -= (b * e)[:, None] * gk
-        dw_c = en_e[:, None] * gw
-    else:
-        dq_c += scale * gq
-        dk_c -= b[:, None] * gk
+        tl.store(dq + p_k, (tl.dot(gqw_d, ww, input_precision=PREC) + scale * gq).to(dq.dtype.element_ty), mask=m_tk)
+        tl.store(dk + p_k, (tl.dot(gkw_d, ww, input_precision=PREC) - b[:, None] * gk).to(dk.dtype.element_ty),
+                 mask=m_tk)
         dw_c = gw
     dw_c += tl.dot(tl.trans(gqw_d), qq, input_precision=PREC) + tl.dot(tl.trans(gkw_d), kk, input_precision=PREC)
-    return dq_c, dk_c, dw_c
+    tl.store(dw + p_k, dw_c.to(dw.dtype.element_ty), mask=m_tk)
 
 
 @triton.jit
@@ -1129,14 +1130,10 @@ def state_bwd_grads_kernel(
         Araw = tl.where(strict, kw * _gate_ratios(lam, BT), 0.0)
     else:
         Araw = tl.where(strict, kw, 0.0)
-    dq_c, dk_c, dw_c = _key_grads(dS, dA, gq, gk, gw, qq, kk, ww, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
-    db_c = db + tl.sum(dA * Araw, axis=1)
     rows = (t0 + o_t) * H + i_h
-    m_tk = m_t[:, None] & m_k[None, :]
-    tl.store(dq + rows[:, None] * K + o_k[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + rows[:, None] * K + o_k[None, :], dk_c, mask=m_tk)
-    tl.store(dw + rows[:, None] * K + o_k[None, :], dw_c, mask=m_tk)
-    tl.store(dbeta + rows, db_c, mask=m_t)
+    _key_grads(dq, dk, dw, rows[:, None] * K + o_k[None, :], m_t[:, None] & m_k[None, :], dS, dA, gq, gk, gw, qq, kk,
+               ww, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
+    tl.store(dbeta + rows, db + tl.sum(dA * Araw, axis=1), mask=m_t)
     if USE_G:
         dgc = _dg_of_chunk(S, dS, Araw, dA, qq, gq, gw, ww, b, e, en_e, e * dlk, hdh, lam_n, 1.0, scale, t0, t1, m_t,
                            BT)
@@ -1252,16 +1249,15 @@ def state_bwd_grads_stored_kernel(
         # Σ_v dR ⊙ e^λ K h⁰ = e^λ ⊙ Σ_k (dR h⁰ᵀ) ⊙ K; db held Σ_v dR ⊙ V
         dlk = e * tl.sum(gk * ko.to(tl.float32), axis=1)
         db = db - dlk
-    dq_c, dk_c, dw_c = _key_grads(dS, dA, gq, gk, gw, qo, ko, wo, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
     rows = (t0 + o_t) * H + i_h
-    m_tk = m_t[:, None] & m_ko[None, :]
-    tl.store(dq + rows[:, None] * K + o_ko[None, :], dq_c.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + rows[:, None] * K + o_ko[None, :], dk_c.to(dk.dtype.element_ty), mask=m_tk)
-    tl.store(dw + rows[:, None] * K + o_ko[None, :], dw_c.to(dw.dtype.element_ty), mask=m_tk)
     if i_kb == 0:
         tl.store(dbeta + rows, db + tl.sum(dA * Araw, axis=1), mask=m_t)
     if USE_G:
-        # this key block's sums over key columns; the value-only terms once, in the first block
+        # this key block's sums over key columns; the value-only terms once, in the first block. Before the key
+        # gradients, so that S, Araw and hdh are not live through them (with dβ first too, offline sm_90, Triton 3.6,
+        # bf16, 2 stages: stack 656 → 232 B a thread gated, 64 → 0 ungated without FROM_U; bit-identical)
         dgc = _dg_of_chunk(S, dS, Araw, dA, qo, gq, gw, wo, b, e, en_e, dlk, hdh, lam_n, (i_kb == 0).to(tl.float32),
                            scale, t0, t1, m_t, BT)
         tl.store(dgp + i_kb.to(tl.int64) * T * H + rows, dgc, mask=m_t)
+    _key_grads(dq, dk, dw, rows[:, None] * K + o_ko[None, :], m_t[:, None] & m_ko[None, :], dS, dA, gq, gk, gw, qo,
+               ko, wo, b, lam, e, en_e, scale, BT, USE_G, DT, PREC)
