@@ -1255,7 +1255,7 @@ def state_bwd_grads_stored_kernel(
     if USE_G:
         # this key block's sums over key columns; the value-only terms once, in the first block. Before the key
         # gradients, so that S, Araw and hdh are not live through them (with dβ first too, offline sm_90, Triton 3.6,
-        # bf16, 2 stages: stack 656 → 232 B a thread gated, 64 → 0 ungated without FROM_U; bit-identical)
+        # bf16, 2 stages: stack 656 → 232 B a thread gated, 64 → 0 ungated without FROM_U; the same operations)
         dgc = _dg_of_chunk(S, dS, Araw, dA, qo, gq, gw, wo, b, e, en_e, dlk, hdh, lam_n, (i_kb == 0).to(tl.float32),
                            scale, t0, t1, m_t, BT)
         tl.store(dgp + i_kb.to(tl.int64) * T * H + rows, dgc, mask=m_t)
