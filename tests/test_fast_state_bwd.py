@@ -301,6 +301,19 @@ def test_two_level_walks_float16_within_bounds(monkeypatch):
 
 
 @pytest.mark.parametrize("gated", [False, True])
+def test_full_dh_walk_float16_within_bounds(monkeypatch, gated):
+    """The full dh walk (``state_bwd_dh_kernel``, the default from 64 (sequence, head) pairs on) forced in float16,
+    where its step scales the rows of dO and dR (by e^λ, β e^λ) before rounding them to the dot's dtype instead of
+    the rows of Q and K: within the float16 bounds against the float64 reference, gated and not, K and V over several
+    blocks, packed sequences with an empty one."""
+    monkeypatch.setenv("OSDN_DH_WALK", "full")
+    launched = spy_launches(monkeypatch, chunk_mod, ["state_bwd_dh_kernel"])
+    errs, _, _ = compare(chunk_osdn, _packed_problem(gated, 67, 70), torch.float16, DEVICE, chunk_size=16)
+    assert launched, "the full dh walk did not run"
+    assert_within(errs, torch.float16, BACKEND, what=f"chunk_osdn full dh walk, float16, gated={gated}")
+
+
+@pytest.mark.parametrize("gated", [False, True])
 def test_loads_issued_first_change_nothing(monkeypatch, gated):
     """The LOADS_FIRST forms (every tile a kernel reads issued before its first product: the output kernel after the
     two-product walk, the dul kernel and the plain tiled dh walk of C3 reversed; OSDN_OUT_LOADS_FIRST,
