@@ -795,10 +795,10 @@ def dscan_chunk_bwd_kernel(
     The clip of E2 passes the gradient strictly inside d_min < d̄ < d_max.
 
     It is bound by instruction issue (Nsight Compute, (1, 32768, 16, 128), bf16, H200: 0.37 instructions a cycle per
-    scheduler with two warps each, 3016 SASS instructions a thread; reports/gpu-run-run16-NVIDIA-H200.log, call 2). A
-    variant over key blocks of 64 or 32 columns (the row sums and U Uᵀ first, ρ from them, each block's gradients with
-    the term in cst held back; 240 / 210 registers without stack offline) was slower: 0.572 → 0.818 / 1.05 ms (call 3;
-    history 147ab67).
+    scheduler with two warps each, 3016 SASS instructions a thread in the tile form of then;
+    reports/gpu-run-run16-NVIDIA-H200.log, call 2). A variant over key blocks of 64 or 32 columns (the row sums and
+    U Uᵀ first, ρ from them, each block's gradients with the term in cst held back; 240 / 210 registers without stack
+    offline) was slower: 0.572 → 0.818 / 1.05 ms (call 3; history 147ab67).
 
     It forms ∂L/∂k and ∂L/∂β from per-row factors: ⟨k², d̄⟩ once for ρ and ∂L/∂β, then ∂L/∂k = ∂L/∂K̃ ⊙ p + k ⊙ (c₁ d̄
     + c₂ z + c₃) with c₁, c₂, c₃ per row, instead of forming ∂L/∂u and ∂L/∂û as [C, K] tiles first (history 583cc05,

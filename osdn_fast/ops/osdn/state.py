@@ -1015,18 +1015,17 @@ def _key_grads(dq, dk, dw, p_k, m_tk, dS, dA, gq, gk, gw, qq, kk, ww, b, lam, e,
         gam = _gate_ratios(lam, BT)
         gqw_d = (dS * gam).to(DT)
         gkw_d = (b[:, None] * dA * gam).to(DT)
-        tl.store(dq + p_k, (tl.dot(gqw_d, ww, input_precision=PREC) + scale * e[:, None] * gq).to(dq.dtype.element_ty),
-                 mask=m_tk)
-        tl.store(dk + p_k, (tl.dot(gkw_d, ww, input_precision=PREC) - (b * e)[:, None] * gk).to(dk.dtype.element_ty),
-                 mask=m_tk)
+        rq = scale * e  # the rows' factors of dO h⁰ᵀ and dR h⁰ᵀ
+        rk = b * e
         dw_c = en_e[:, None] * gw
     else:
         gqw_d = dS.to(DT)
         gkw_d = (b[:, None] * dA).to(DT)
-        tl.store(dq + p_k, (tl.dot(gqw_d, ww, input_precision=PREC) + scale * gq).to(dq.dtype.element_ty), mask=m_tk)
-        tl.store(dk + p_k, (tl.dot(gkw_d, ww, input_precision=PREC) - b[:, None] * gk).to(dk.dtype.element_ty),
-                 mask=m_tk)
+        rq = tl.full([BT], scale, dtype=tl.float32)
+        rk = b
         dw_c = gw
+    tl.store(dq + p_k, (tl.dot(gqw_d, ww, input_precision=PREC) + rq[:, None] * gq).to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dk + p_k, (tl.dot(gkw_d, ww, input_precision=PREC) - rk[:, None] * gk).to(dk.dtype.element_ty), mask=m_tk)
     dw_c += tl.dot(tl.trans(gqw_d), qq, input_precision=PREC) + tl.dot(tl.trans(gkw_d), kk, input_precision=PREC)
     tl.store(dw + p_k, dw_c.to(dw.dtype.element_ty), mask=m_tk)
 
