@@ -156,6 +156,24 @@ class OSDNAttention(nn.Module):
         """η per head [H] (E8): softplus(η_raw) when learnt, else the fixed value."""
         return F.softplus(self.eta_raw) if self.learn_eta else self.eta_fixed
 
+    def _eta_arg(self) -> torch.Tensor:
+        """η [H] as the kernels get it (E8). Where no gradient flows to η (inference, decoding) one tensor is reused
+        while η_raw is unchanged (same storage, no in-place change), so that the kernels' value check η ≥ 0, which
+        reads η on the host (a device sync), runs once per η and not once per token (``validation._eta_min``)."""
+        if not self.learn_eta:
+            return self.eta_fixed
+        raw = self.eta_raw
+        if torch.is_grad_enabled() and raw.requires_grad:
+            return F.softplus(raw)
+        key = (raw.data_ptr(), raw._version, raw.device, raw.dtype)
+        cached = self.__dict__.get("_eta_cache")
+        if cached is None or cached[0] != key:
+            # an ordinary tensor even under torch.inference_mode, so that it keeps its version counter
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (key, F.softplus(raw))
+            self.__dict__["_eta_cache"] = cached
+        return cached[1]
+
     def _features(self, x, cache: Optional[OSDNCache]):
         B, T, _ = x.shape
         H, K, V = self.num_heads, self.head_k_dim, self.head_v_dim
@@ -178,7 +196,7 @@ class OSDNAttention(nn.Module):
         cache: ``fused_recurrent_osdn``. Returns (y [B, T, D], the updated cache if ``use_cache``)."""
         B, T, _ = x.shape
         q, k, v, beta, alpha, conv_out = self._features(x, cache)
-        kwargs = dict(g=None, alpha=alpha, eta=self.eta, d_prior=self.d_prior,
+        kwargs = dict(g=None, alpha=alpha, eta=self._eta_arg(), d_prior=self.d_prior,
                       initial_state=None if cache is None else cache.state,
                       initial_precond=None if cache is None else cache.precond,
                       output_final_state=use_cache, d_min=self.d_min, d_max=self.d_max,

@@ -9,6 +9,7 @@ Everything here runs before any kernel launches and raises an error that names t
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Optional
@@ -51,6 +52,36 @@ def _tensor(name: str, x: Any, dtypes=STREAM_DTYPES) -> None:
     if x.dtype not in dtypes:
         want = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise TypeError(f"{name}: expected dtype in ({want}), got {str(x.dtype).replace('torch.', '')}")
+
+
+# η tensors that passed the value check (E8: η ≥ 0, no NaN), by id: a weak reference to the tensor and its in-place
+# version counter when checked. A decoding loop that passes the same unmodified η every token so copies it to the host
+# (a device sync for a CUDA tensor) once, not once a token. Inference tensors keep no version counter and are read
+# every time.
+_ETA_PASSED: dict = {}
+
+
+def _eta_read(eta: torch.Tensor) -> float:
+    """min η over its entries on the host (NaN if any entry is NaN): a device sync for a CUDA tensor."""
+    e = eta.detach().to("cpu", torch.float64)
+    return float("nan") if torch.isnan(e).any() else float(e.min())
+
+
+def _eta_min(eta: torch.Tensor) -> float:
+    """What the value check of E8 needs of a tensor η: its minimum, or 0.0 for the very tensor (same object, not
+    modified in place since) that passed the check before (``_ETA_PASSED``)."""
+    try:
+        version = eta._version
+    except RuntimeError:  # an inference tensor (or a wrapper) without a version counter
+        return _eta_read(eta)
+    key = id(eta)
+    seen = _ETA_PASSED.get(key)
+    if seen is not None and seen[0]() is eta and seen[1] == version:
+        return 0.0
+    m = _eta_read(eta)
+    if m >= 0:  # False for NaN
+        _ETA_PASSED[key] = (weakref.ref(eta, lambda _, key=key: _ETA_PASSED.pop(key, None)), version)
+    return m
 
 
 def validate(
@@ -113,9 +144,8 @@ def validate(
             raise ValueError(f"{name}: expected a tensor on {device} (the device of q), got one on {x.device}")
     if eta_is_tensor:
         # The value check (η ≥ 0, E8) must raise before any launch, so a CUDA eta is copied to the host: a device
-        # sync. A python-float eta (the decoding default) costs nothing here.
-        e = eta.detach().to("cpu", torch.float64)
-        eta_min = float("nan") if torch.isnan(e).any() else float(e.min())
+        # sync, done once per tensor and in-place version (``_eta_min``). A python-float eta costs nothing here.
+        eta_min = _eta_min(eta)
     else:
         eta_min = float(eta)
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":

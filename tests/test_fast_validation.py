@@ -120,6 +120,37 @@ def test_the_launch_guard_itself_catches_a_launch(no_launch):
 
 
 @pytest.mark.parametrize("fn", ENTRIES, ids=["chunk", "recurrent"])
+def test_an_eta_tensor_is_read_on_the_host_once_until_changed_in_place(fn, monkeypatch, no_launch):
+    """η ≥ 0 (E8) is checked on the host, a device sync for a CUDA η: the same unmodified tensor passed again (a
+    decoding loop) is not read again, while an in-place change makes the next call read, and reject, it."""
+    import osdn_fast.validation as val
+    reads = []
+    monkeypatch.setattr(val, "_eta_read", lambda e, f=val._eta_read: reads.append(1) or f(e))
+    kw = good()
+    eta = torch.tensor([0.3, 0.7], device=DEVICE)
+    kw["eta"] = eta
+    for _ in range(3):
+        with pytest.raises(AssertionError, match="launched before validation"):  # valid: stopped at the launch
+            fn(**kw)
+    assert len(reads) == 1
+    kw["eta"] = eta.clone()  # another tensor, same values: read
+    with pytest.raises(AssertionError, match="launched before validation"):
+        fn(**kw)
+    assert len(reads) == 2
+    eta.mul_(-1.0)
+    kw["eta"] = eta
+    no_launch.clear()
+    with pytest.raises(ValueError, match="^eta:"):
+        fn(**kw)
+    assert len(reads) == 3 and no_launch == []
+    eta.fill_(float("nan"))  # NaN is rejected every time, never remembered as checked
+    for _ in range(2):
+        with pytest.raises(ValueError, match="^eta:"):
+            fn(**kw)
+    assert len(reads) == 5 and no_launch == []
+
+
+@pytest.mark.parametrize("fn", ENTRIES, ids=["chunk", "recurrent"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_no_input_tensor_is_modified_forward_and_backward(fn, dtype):
     kw = good(B=1, T=20, H=2, K=5, V=3, dtype=dtype)

@@ -128,6 +128,35 @@ def test_the_recurrence_runs_in_the_kernels(monkeypatch):
     assert calls == ["chunk", "fused"]
 
 
+@pytest.mark.parametrize("learn_eta", [True, False])
+def test_decoding_reads_eta_on_the_host_once_until_it_changes(monkeypatch, learn_eta):
+    """Decoding token by token (no gradient to η) passes the kernels one η tensor while η is unchanged, so the value
+    check η ≥ 0 (E8), a device sync on a GPU, reads it once, not once a token; also under torch.inference_mode. After
+    a change of η_raw (an optimiser step, in place) the new η is read and used. With gradients on, η is
+    softplus(η_raw) afresh, and its gradient flows (checked in test_gradients_reach_eta_and_d_prior)."""
+    import osdn_fast.validation as val
+    reads = []
+    monkeypatch.setattr(val, "_eta_read", lambda e, f=val._eta_read: reads.append(e.detach().clone()) or f(e))
+    x = torch.randn(1, 6, D)
+    for ctx in (torch.inference_mode, torch.no_grad):  # a fresh layer each, whose η nothing has read yet
+        m = _layer(6, learn_eta=learn_eta, eta_init=0.8)
+        reads.clear()
+        with ctx():
+            _, c = m(x[:, :2], use_cache=True)
+            for t in range(2, 6):
+                _, c = m(x[:, t:t + 1], cache=c, use_cache=True)
+        assert len(reads) == 1, ctx
+    if learn_eta:
+        with torch.no_grad():
+            m.eta_raw.add_(0.5)
+        reads.clear()
+        with torch.no_grad():
+            _, c = m(x[:, :2], use_cache=True)
+            m(x[:, 2:3], cache=c, use_cache=True)
+        assert len(reads) == 1
+        torch.testing.assert_close(reads[0], torch.nn.functional.softplus(m.eta_raw.detach()))
+
+
 def test_bad_configuration():
     with pytest.raises(ValueError, match="num_heads"):
         L.OSDNAttention(hidden_size=30, num_heads=4)
