@@ -57,7 +57,8 @@ def _tensor(name: str, x: Any, dtypes=STREAM_DTYPES) -> None:
 # η tensors that passed the value check (E8: η ≥ 0, no NaN), by id: a weak reference to the tensor and its in-place
 # version counter when checked. A decoding loop that passes the same unmodified η every token so copies it to the host
 # (a device sync for a CUDA tensor) once, not once a token. Inference tensors keep no version counter and are read
-# every time.
+# every time. Writes that bypass the version counter (through ``.data`` or a NumPy view of a CPU tensor) are not seen:
+# a tensor changed that way after its check is not checked again.
 _ETA_PASSED: dict = {}
 
 
