@@ -81,7 +81,7 @@ def _eta_min(eta: torch.Tensor) -> float:
         return 0.0
     m = _eta_read(eta)
     if m >= 0:  # False for NaN
-        _ETA_PASSED[key] = (weakref.ref(eta, lambda _, key=key: _ETA_PASSED.pop(key, None)), version)
+        _ETA_PASSED[key] = (weakref.ref(eta, lambda _, key=key, d=_ETA_PASSED: d.pop(key, None)), version)
     return m
 
 

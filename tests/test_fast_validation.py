@@ -148,6 +148,14 @@ def test_an_eta_tensor_is_read_on_the_host_once_until_changed_in_place(fn, monke
         with pytest.raises(ValueError, match="^eta:"):
             fn(**kw)
     assert len(reads) == 5 and no_launch == []
+    # fresh tensors each call (training: softplus(η_raw) every forward) are all read, and their entries go with them
+    n0 = len(val._ETA_PASSED)
+    for i in range(20):
+        kw["eta"] = torch.tensor([0.3, 0.1 * i], device=DEVICE)
+        with pytest.raises(AssertionError, match="launched before validation"):
+            fn(**kw)
+    del kw["eta"]
+    assert len(reads) == 25 and len(val._ETA_PASSED) <= n0
 
 
 @pytest.mark.parametrize("fn", ENTRIES, ids=["chunk", "recurrent"])
