@@ -21,7 +21,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-_I32 = {"cu", "chunk_idx", "chunk_off", "cu_seg", "seg_ptr", "cu_s"}
+_I32 = {"cu", "chunk_idx", "chunk_off", "cu_seg", "seg_ptr", "cu_s", "bad"}
 _SCALAR = {"d_min": "fp32", "d_max": "fp32", "scale": "fp32", "T": "i32"}
 _BF16 = {"q", "k", "v", "beta", "alpha", "do", "hbuf", "dhbuf", "dq", "vrbuf", "drbuf", "w", "dw", "dk", "dk_out",
          "dbeta_out", "o", "dv"}

@@ -483,6 +483,92 @@ def test_group_factors_compose_the_same_segment_maps(monkeypatch, case, LS, GS):
     np.testing.assert_allclose(maps[GS], maps[0], rtol=0, atol=2e-6)
 
 
+def _maps(monkeypatch, P, cu, K, LS, f16, C=16):
+    """The segment maps Φ [NS, H, K, K] of problem P (C1), composed by ``dscan_chunk_map_f16_kernel`` (transposed,
+    float16 operands; with its fallback) or by ``dscan_chunk_map_kernel`` (float32 products in the interpreter)."""
+    import osdn_fast.ops.osdn.dscan_chunk as dc
+    from osdn_fast.ops.osdn.utils import chunk_index_tensors, next_pow2, scan_segment_tensors
+    monkeypatch.setenv("OSDN_DSCAN_MAP_F16", "1" if f16 else "0")
+    monkeypatch.setenv("OSDN_DSCAN_MAP_PREC", "tf32")  # the bfloat16 problems' maps, the only ones it takes
+    k, beta, alpha, eta = (_t(P[n]) for n in ("k", "beta", "alpha", "eta"))
+    T, H, BK = k.shape[1], k.shape[2], next_pow2(K)
+    cu_h = np.asarray(cu)
+    idx, _, NT = chunk_index_tensors(cu_h, C, DEVICE)
+    Md = torch.empty(1, T, H, C, device=DEVICE, dtype=F32)
+    dc.dscan_chunk_prep_kernel[(NT, H)](k, beta, alpha, eta, torch.tensor(cu_h, dtype=torch.int32, device=DEVICE), idx,
+                                        Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=alpha is not None, PREC="ieee",
+                                        num_warps=1)
+    segs = scan_segment_tensors(cu_h, C, LS, DEVICE)
+    return dc._segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, torch.bfloat16, LS).cpu().numpy()
+
+
+@pytest.mark.parametrize("LS", [2, 4])
+@pytest.mark.parametrize("case", [dict(T=170, cu=[0, 5, 170], alpha="gates", K=5),
+                                  dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed", K=70),
+                                  dict(T=150, cu=[0, 150], alpha=None, K=128, zero_rows=0.2)],
+                         ids=["gates", "packed-signed-K70", "K128-zero-keys"])
+def test_float16_transposed_maps_compose_the_same_segment_maps(monkeypatch, case, LS):
+    """Ψ = Φᵀ composed with float16 operands (``dscan_chunk_map_f16_kernel``: Ψ ← Γ_n Ψ − η (Ψ Ûᵀ) W Û, C1 transposed)
+    gives the maps Φ = A_m ⋯ A_1 to float16 rounding: within 5e-3 of max |Φ| (measured worst 7.2e-4 over 24 random
+    problems with K up to 128, gates of either sign, resets and segments of 2 to 8 chunks), with no segment falling
+    back to the float32 kernel."""
+    import osdn_fast.ops.osdn.dscan_chunk as dc
+    case = dict(case)
+    T, cu, K = case.pop("T"), case.pop("cu"), case.pop("K")
+    P = make_problem(np.random.default_rng(T + K + LS), T, 2, K, cu, **case)
+    P["beta"] = stable_beta(P)
+    ref = _maps(monkeypatch, P, cu, K, LS, f16=False)
+    launched = spy_launches(monkeypatch, dc, ["dscan_chunk_map_f16_kernel"])
+    fallback = []
+    plain = dc.dscan_chunk_map_kernel
+
+    class Recompute:  # the plain kernel after the float16 one: record which segments it was asked to redo
+        def __getitem__(self, grid):
+            def run(*a, **kw):
+                if kw.get("FLAGGED"):
+                    fallback.append(int(kw["bad"].sum()))
+                return plain[grid](*a, **kw)
+            return run
+
+    monkeypatch.setattr(dc, "dscan_chunk_map_kernel", Recompute())
+    got = _maps(monkeypatch, P, cu, K, LS, f16=True)
+    assert launched == ["dscan_chunk_map_f16_kernel"] and fallback == [0]
+    assert np.abs(ref).max() > 0.1  # the maps are not all reset to 0
+    assert np.abs(got - ref).max() <= 5e-3 * np.abs(ref).max()
+
+
+def test_float16_transposed_maps_fall_back_where_an_operand_overflows(monkeypatch):
+    """Where the learner expands (unstable inputs, spec "Numerical ranges": keys of norm 3, β = 1, η = 1.9, so each
+    step multiplies by about 1 − 1.9 · 9) a float16 operand overflows; such a segment is flagged and composed again by
+    the float32 kernel, as is one with a NaN gate: every map equals that kernel's, NaN where its are."""
+    P = make_problem(np.random.default_rng(5), 120, 1, 3, [0, 40, 120], alpha="gates", eta=1.9)
+    P["k"] = 3.0 * P["k"] / np.linalg.norm(P["k"], axis=-1, keepdims=True)
+    P["beta"] = np.ones_like(P["beta"])
+    P["alpha"][0, 70, 0] = np.nan
+    ref = _maps(monkeypatch, P, [0, 40, 120], 3, 2, f16=False)
+    got = _maps(monkeypatch, P, [0, 40, 120], 3, 2, f16=True)
+    assert np.isnan(ref).any() and np.abs(ref[np.isfinite(ref)]).max() > 65504  # overflow and NaN both occur
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("full,K", [(True, 20), (False, 4)], ids=["full-K20", "plain-K4"])
+def test_float16_transposed_maps_end_to_end_float16_within_bounds(monkeypatch, full, K):
+    """chunk_osdn on float16 inputs with the two-level carry (segments of 2 chunks) and the float16 transposed maps:
+    outputs and every gradient within the float16 bounds against the float64 oracle; the full problem (gates, APF with
+    resets, η per head, d°, clip, initial states) and the plain one, whose undecayed maps carry the earlier segments
+    (with Φ in place of Φᵀ it fails)."""
+    import osdn_fast.ops.osdn.dscan_chunk as dc
+    from osdn_fast.tolerance import realistic_problem
+    monkeypatch.setenv("OSDN_DSCAN_SEG", "2")
+    monkeypatch.setenv("OSDN_DSCAN_MAP_F16", "1")
+    monkeypatch.setenv("OSDN_DSCAN_MAP_PREC", "tf32")
+    launched = spy_launches(monkeypatch, dc, ["dscan_chunk_map_f16_kernel"])
+    kw = realistic_problem(B=1, T=200, H=2, K=K, V=12, seed=3, full=full)
+    errs, _, _ = compare(chunk_osdn, kw, torch.float16, DEVICE, chunk_size=16)
+    assert launched == ["dscan_chunk_map_f16_kernel"]
+    assert_within(errs, torch.float16, BACKEND, what="chunk_osdn, two-level carry, float16 transposed maps")
+
+
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "out-kernel"])
 def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, fuse):
     """Where the two-level carry runs, its second forward pass writes the write keys K̃ (C2) and d_{t-1} from each

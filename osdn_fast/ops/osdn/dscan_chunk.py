@@ -574,7 +574,7 @@ def dscan_chunk_bwd_walk_kernel(
 def dscan_chunk_map_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi, Zb, Sp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, GROUPS: tl.constexpr = False,
+    HAS_ALPHA: tl.constexpr, PREC: tl.constexpr, GROUPS: tl.constexpr = False, bad=None, FLAGGED: tl.constexpr = False,
 ):
     """The carry's linear map composed over each segment's chunks (two-level carry); grid (NS · ⌈K / BN⌉, H).
 
@@ -602,6 +602,9 @@ def dscan_chunk_map_kernel(
     With GROUPS, BT is a group of scan chunks and each step applies the group's map Γ_g I − P Z from the factors of
     ``dscan_chunk_group_kernel`` (Z [T, H, K] and s_p [T, H], the rows of Pᵀ s_p ⊙ U): Φ ← Γ_g Φ − P (Z Φ), two
     products of depth BT on the chain per group.
+
+    With FLAGGED only the segments that ``dscan_chunk_map_f16_kernel`` flagged in ``bad`` [NS, H] are composed (its
+    fallback where a float16 operand overflowed); the other programs return at once.
     """
     # grid (NS · ⌈K / BN⌉, H), the column block varying fastest: a segment's programs run together and share its
     # key and M_d reads through L2
@@ -609,6 +612,9 @@ def dscan_chunk_map_kernel(
     i_s = tl.program_id(0) // NJ
     i_j = tl.program_id(0) % NJ
     i_h = tl.program_id(1)
+    if FLAGGED:
+        if tl.load(bad + i_s * H + i_h) == 0:
+            return
     bos = tl.load(cu_seg + i_s).to(tl.int64)
     eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
     et = tl.load(eta + i_h).to(tl.float32)
@@ -652,6 +658,58 @@ def dscan_chunk_map_kernel(
             phi = gam_n * phi - et * y
     tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[:, None]) * K + o_j[None, :], phi,
              mask=(o_k[:, None] < K) & (o_j[None, :] < K))
+
+
+@triton.jit
+def dscan_chunk_map_f16_kernel(
+    k, beta, alpha, eta, Md, cu_seg, Phi, bad,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+):
+    """``dscan_chunk_map_kernel``'s maps composed transposed, with float16 operands; grid (NS, H), all K columns a
+    program. A/B switch OSDN_DSCAN_MAP_F16=1 (off by default; not yet timed on a GPU).
+
+    Ψ = Φᵀ steps Ψ ← Γ_n Ψ − η (Ψ Ûᵀ) W Û with W = diag(‖k‖² Γ) M_dᵀ diag(R(n, ·)) [BT, BT] (C1: the transpose of
+    A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U, with U = diag(‖k‖²) Û). Ψ (float32, the loop's accumulator)
+    is the left operand of both products on the chain, rounded to float16 in registers: compiled offline for sm_90
+    (Triton 3.6, 8 warps) both are warp-group products with that operand in registers, so Ψ is not staged through
+    shared memory every step as Φ is in ``dscan_chunk_map_kernel`` (whose time, 0.49 ms at (1, 32768, 16, 128) on an
+    H100, is bound by shared memory: Nsight Compute, L1 74 % busy, reports/ncu-detail-NVIDIA-H200-run16.txt).
+    float16 rounds like TF32 (11 significant bits) but ends at 65504: Û (entries in [0, β]) and Ψ (entries at most
+    about 1 while the learner is stable, spec "Numerical ranges") fit; the small product with W, whose scale follows
+    ‖k‖², is in TF32. Where a segment's Ψ is not finite at the end (an operand overflowed, or NaN came in), it is
+    flagged in ``bad`` [NS, H] (int32) and ``dscan_chunk_map_kernel`` recomputes that segment (its FLAGGED mode).
+    """
+    i_s = tl.program_id(0)
+    i_h = tl.program_id(1)
+    bos = tl.load(cu_seg + i_s).to(tl.int64)
+    eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
+    et = tl.load(eta + i_h).to(tl.float32)
+    o_k = tl.arange(0, BK)
+    psi = tl.where(o_k[:, None] == o_k[None, :], 1.0, 0.0)
+    nc = tl.cdiv(eos - bos, BT)
+    t0 = bos
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
+                                  BK, HAS_ALPHA)
+    for c in range(0, nc):
+        t0 = bos + c * BT
+        t1 = tl.minimum(t0 + BT, eos)
+        kf = kr.to(tl.float32)
+        k2 = kf * kf
+        sq = tl.sum(k2, axis=1)
+        uh = tl.where((sq > 0)[:, None], br.to(tl.float32)[:, None] * k2 / tl.where(sq > 0, sq, 1.0)[:, None], 0.0)
+        gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
+        W = tl.trans(mr.to(tl.float32)) * (sq * gam)[:, None] * rn[None, :]  # diag(‖k‖² Γ) M_dᵀ diag(R(n, ·))
+        # the next chunk's loads (none past the end), issued before this chunk's products
+        kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
+        uh16 = uh.to(tl.float16)
+        z = tl.dot(psi.to(tl.float16), tl.trans(uh16))  # Ψ Ûᵀ [BK, BT]
+        z = tl.dot(z, W, input_precision="tf32")
+        psi = gam_n * psi - et * tl.dot(z.to(tl.float16), uh16)
+    # Φ = Ψᵀ: element (a, b) of Ψ is row b, column a of Phi [NS, H, K, K]
+    m = (o_k[:, None] < K) & (o_k[None, :] < K)
+    tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[None, :]) * K + o_k[:, None], psi, mask=m)
+    fin = tl.where(m, (psi == psi) & (tl.abs(psi) < float("inf")), True)
+    tl.store(bad + i_s * H + i_h, (tl.min(tl.min(fin.to(tl.int32), axis=1), axis=0) == 0).to(tl.int32))
 
 
 @triton.jit
@@ -968,6 +1026,12 @@ def _mask_from_w() -> bool:
     return bool(_env("OSDN_DSCAN_MASK_FROM_W", 1))
 
 
+def _map_f16() -> bool:
+    """Whether the segment maps of a bfloat16 problem are composed by ``dscan_chunk_map_f16_kernel`` (transposed, float16
+    operands; env OSDN_DSCAN_MAP_F16=1; default off until a GPU has timed it)."""
+    return bool(_env("OSDN_DSCAN_MAP_F16", 0))
+
+
 def _prefix() -> bool:
     """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
     (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
@@ -1005,7 +1069,8 @@ def _map_config(BK: int, w_dtype) -> tuple:
     64 / 4, 0.407 at 128 / 8; fwd+bwd 8.006 → 7.507 ms. Products in
     TF32 for bfloat16 write keys (rounding 2^-11 against bfloat16's 2^-8), 3xTF32 for float16 and IEEE float32 for
     float32 (where the two-level carry runs only when OSDN_DSCAN_SEG asks for it). Env OSDN_DSCAN_MAP_BN,
-    OSDN_DSCAN_MAP_WARPS, OSDN_DSCAN_MAP_PREC."""
+    OSDN_DSCAN_MAP_WARPS, OSDN_DSCAN_MAP_PREC; where the precision is TF32 and K <= 128, OSDN_DSCAN_MAP_F16=1 composes
+    the maps transposed with float16 operands instead (``dscan_chunk_map_f16_kernel``, OSDN_DSCAN_MAP_F16_WARPS)."""
     prec = {torch.bfloat16: "tf32", torch.float16: "tf32x3"}.get(w_dtype, "ieee")
     prec = os.environ.get("OSDN_DSCAN_MAP_PREC", prec)
     BN = min(BK, _env("OSDN_DSCAN_MAP_BN", 32 if BK > 128 else BK))
@@ -1034,10 +1099,18 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
                 k, beta, alpha, eta, Md, cu_s, Zb, Sp, H=H, K=K, BK=BK, BT=C, GS=GS, HAS_ALPHA=alpha is not None,
                 PREC=prec, num_warps=_env("OSDN_DSCAN_GROUP_WARPS", 4), num_stages=1,
             )
+    bad = None
+    if _map_f16() and prec == "tf32" and GS <= 1 and BK <= 128 and NS > 0:
+        # transposed maps with float16 operands, then the plain kernel for the segments they flag (none, but where a
+        # float16 operand overflowed or NaN came in)
+        bad = torch.empty(NS, H, device=k.device, dtype=torch.int32)
+        dscan_chunk_map_f16_kernel[(NS, H)](k, beta, alpha, eta, Md, cu_s, Phi, bad, H=H, K=K, BK=BK, BT=C,
+                                            HAS_ALPHA=alpha is not None, num_warps=_env("OSDN_DSCAN_MAP_F16_WARPS", 8),
+                                            num_stages=1)
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, Zb, Sp, H=H, K=K, BK=BK, BT=C * max(GS, 1), BN=BN,
-        HAS_ALPHA=alpha is not None, PREC=prec, GROUPS=GS > 1, num_warps=nwm, num_stages=1,
-        **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
+        HAS_ALPHA=alpha is not None, PREC=prec, GROUPS=GS > 1, bad=bad, FLAGGED=bad is not None, num_warps=nwm,
+        num_stages=1, **_maxnreg("OSDN_DSCAN_MAP_MAXNREG"),  # A/B only: 128 was slower (run9 log, call 2)
     )
     return Phi
 
