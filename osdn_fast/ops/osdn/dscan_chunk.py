@@ -693,12 +693,9 @@ def dscan_chunk_map_f16_kernel(
     for c in range(0, nc):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
-        kf = kr.to(tl.float32)
-        k2 = kf * kf
-        sq = tl.sum(k2, axis=1)
-        uh = tl.where((sq > 0)[:, None], br.to(tl.float32)[:, None] * k2 / tl.where(sq > 0, sq, 1.0)[:, None], 0.0)
+        _, _, _, _, uh, s_safe, _ = _keys_of(kr, br)  # Û (0 where k = 0, whose ‖k‖² is then taken as 1)
         gam, rn, gam_n = _gate_last(ar.to(tl.float32), t0, t1, BT, HAS_ALPHA)
-        W = tl.trans(mr.to(tl.float32)) * (sq * gam)[:, None] * rn[None, :]  # diag(‖k‖² Γ) M_dᵀ diag(R(n, ·))
+        W = tl.trans(mr.to(tl.float32)) * (s_safe * gam)[:, None] * rn[None, :]  # diag(‖k‖² Γ) M_dᵀ diag(R(n, ·))
         # the next chunk's loads (none past the end), issued before this chunk's products
         kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
         uh16 = uh.to(tl.float16)
