@@ -143,6 +143,7 @@ class OSDNAttention(nn.Module):
             self.eta_raw = nn.Parameter(torch.full((num_heads,), raw))
         else:
             self.register_buffer("eta_fixed", torch.full((num_heads,), float(eta_init)))
+        self._eta_cache = None  # (η_raw's storage and version, softplus(η_raw)) for calls without a gradient to η
         ones = torch.ones(num_heads, self.head_k_dim)
         if learn_d_prior:
             self.d_prior = nn.Parameter(ones)
@@ -166,13 +167,11 @@ class OSDNAttention(nn.Module):
         if torch.is_grad_enabled() and raw.requires_grad:
             return F.softplus(raw)
         key = (raw.data_ptr(), raw._version, raw.device, raw.dtype)
-        cached = self.__dict__.get("_eta_cache")
-        if cached is None or cached[0] != key:
+        if self._eta_cache is None or self._eta_cache[0] != key:
             # an ordinary tensor even under torch.inference_mode, so that it keeps its version counter
             with torch.inference_mode(False), torch.no_grad():
-                cached = (key, F.softplus(raw))
-            self.__dict__["_eta_cache"] = cached
-        return cached[1]
+                self._eta_cache = (key, F.softplus(raw))
+        return self._eta_cache[1]
 
     def _features(self, x, cache: Optional[OSDNCache]):
         B, T, _ = x.shape
