@@ -553,6 +553,7 @@ def test_float16_transposed_maps_property(seed, LS, K, alpha, packed):
     assert np.abs(got - ref).max() <= 5e-3 * max(np.abs(ref).max(), 1.0)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
 def test_float16_transposed_maps_fall_back_where_an_operand_overflows(monkeypatch):
     """Where the learner expands (unstable inputs, spec "Numerical ranges": keys of norm 3, β = 1, η = 1.9, so each
     step multiplies by about 1 − 1.9 · 9) a float16 operand overflows; such a segment is flagged and composed again by
