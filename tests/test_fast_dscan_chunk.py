@@ -586,6 +586,31 @@ def test_float16_transposed_maps_end_to_end_float16_within_bounds(monkeypatch, f
     assert_within(errs, torch.float16, BACKEND, what="chunk_osdn, two-level carry, float16 transposed maps")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA streams)")
+def test_gpu_maps_on_a_second_stream_change_nothing(monkeypatch):
+    """With OSDN_DSCAN_MAP_STREAM=1 the segment maps run on a second CUDA stream beside the two-level carry's first
+    pass: bf16 at (1, 4096, 2, 64), where the two-level carry runs by default, with the float16 and the float32 maps,
+    every output and gradient is bit-identical to the maps on the caller's stream."""
+    from osdn_fast.compare import to_torch
+    from osdn_fast.tolerance import realistic_problem
+    kw = realistic_problem(B=1, T=4096, H=2, K=64, V=64, seed=2, full=True)
+
+    def run():
+        x = to_torch(kw, torch.bfloat16, "cuda")
+        o, h, d = chunk_osdn(**x, output_final_state=True)
+        torch.autograd.backward([o, h, d], [torch.ones_like(o), torch.ones_like(h), torch.ones_like(d)])
+        return [o, h, d] + [v.grad for v in x.values() if isinstance(v, torch.Tensor) and v.grad is not None]
+
+    for f16 in ("0", "1"):
+        monkeypatch.setenv("OSDN_DSCAN_MAP_F16", f16)
+        monkeypatch.setenv("OSDN_DSCAN_MAP_STREAM", "0")
+        base = run()
+        monkeypatch.setenv("OSDN_DSCAN_MAP_STREAM", "1")
+        for a, b in zip(run(), base):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "out-kernel"])
 def test_two_level_carry_writes_the_write_keys_in_its_second_pass(monkeypatch, fuse):
     """Where the two-level carry runs, its second forward pass writes the write keys K̃ (C2) and d_{t-1} from each

@@ -1029,6 +1029,24 @@ def _map_f16() -> bool:
     return bool(_env("OSDN_DSCAN_MAP_F16", 0))
 
 
+_SIDE_STREAMS: dict = {}
+
+
+def _side_stream(dev):
+    """A second CUDA stream of device ``dev`` (one a device, made once) for the segment maps (``_maps_beside``)."""
+    if dev not in _SIDE_STREAMS:
+        _SIDE_STREAMS[dev] = torch.cuda.Stream(dev)
+    return _SIDE_STREAMS[dev]
+
+
+def _maps_beside() -> bool:
+    """Whether the segment maps run on a second CUDA stream beside the two-level carry's first pass (env
+    OSDN_DSCAN_MAP_STREAM=1; default off). Measured once before, with the float32 maps (fourteenth session, run15 log
+    call 4): the pass stretched 0.145 → 0.29 ms beside them, no gain, both kernels being bound by the SM's shared memory
+    and L1; the float16 maps (``dscan_chunk_map_f16_kernel``) use a fraction of it, so the A/B is owed again with them."""
+    return bool(_env("OSDN_DSCAN_MAP_STREAM", 0))
+
+
 def _prefix() -> bool:
     """Whether the write-key kernel and ``dscan_chunk_bwd_pre_kernel`` form the iterates without α by a prefix sum
     (``_chunk_dev``; default yes, env OSDN_DSCAN_PREFIX=0 for the product)."""
@@ -1162,12 +1180,22 @@ def dscan_chunk_forward(k, beta, alpha, eta, d_prior, d0, cu, cu_host, d_min, d_
         # two-level carry: segment maps and offsets (the carry from 0, writing no Dc) in parallel, the segments
         # serially, then the carry of every segment from its entering deviation in parallel (writing Dc)
         cu_s, coff_s, seg_ptr, _, last, NS = segs
-        Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS)
         Cs = torch.empty(NS, H, K, device=dev, dtype=f32)
+        side = k.is_cuda and _maps_beside()
+        if side:  # the maps on a second stream, beside the offsets pass, which reads the same inputs and not the maps
+            main, aside = torch.cuda.current_stream(dev), _side_stream(dev)
+            aside.wait_stream(main)
+            with torch.cuda.stream(aside):
+                Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS)
+        else:
+            Phi = _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS)
         dscan_chunk_fwd_kernel[(NS, H)](
             k, beta, alpha, eta, d_prior, None, Md, Dc, Cs, cu_s, coff_s, *wargs, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=ha,
             HAS_D0=False, STORE_DT=True, DEV_IO=True, STORE_DC=False, num_warps=nw["fwd"], num_stages=1,
         )
+        if side:
+            main.wait_stream(aside)
+            Phi.record_stream(main)  # allocated on the side stream, read (and freed, after the backward) on this one
         Xs = torch.empty(NS, H, K, device=dev, dtype=f32)
         dscan_chunk_seg_kernel[(N, H)](Phi, Cs, d0, d_prior, seg_ptr, Xs, H=H, K=K, BK=BK, HAS_X0=d0 is not None,
                                        X0_MINUS_DP=True, REVERSE=False, num_warps=nw["seg"])
