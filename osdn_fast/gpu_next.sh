@@ -19,7 +19,7 @@ run() { bash "$here/gpu_run.sh" "$@"; }
 case ${1:?call number: 1 to 4} in
   1)
     run setup
-    PYTEST_ARGS="tests/test_fast_chunk.py tests/test_fast_state_bwd.py tests/test_fast_dscan_chunk.py -k 'full_walks or tiled_dh or float16_transposed or second_stream'" \
+    PYTEST_ARGS="tests/test_fast_dscan_chunk.py tests/test_fast_chunk.py tests/test_fast_state_bwd.py -k 'full_walks or tiled_dh or float16_transposed or second_stream'" \
       T_PY=200 run pytest
     AB_SHAPES="1,32768,16,128" AB_CONFIGS="default= mapf16=OSDN_DSCAN_MAP_F16=1 \
 mapf16w16=OSDN_DSCAN_MAP_F16=1,OSDN_DSCAN_MAP_F16_WARPS=16 mapf16s=OSDN_DSCAN_MAP_F16=1,OSDN_DSCAN_MAP_STREAM=1 \
