@@ -502,17 +502,20 @@ def _maps(monkeypatch, P, cu, K, LS, f16, C=16):
     return dc._segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, torch.bfloat16, LS).cpu().numpy()
 
 
-@pytest.mark.parametrize("LS", [2, 4])
+@pytest.mark.parametrize("LS,rows", [(2, None), (4, None), (4, 64)], ids=["LS2", "LS4", "LS4-rows64"])
 @pytest.mark.parametrize("case", [dict(T=170, cu=[0, 5, 170], alpha="gates", K=5),
                                   dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed", K=70),
                                   dict(T=150, cu=[0, 150], alpha=None, K=128, zero_rows=0.2)],
                          ids=["gates", "packed-signed-K70", "K128-zero-keys"])
-def test_float16_transposed_maps_compose_the_same_segment_maps(monkeypatch, case, LS):
+def test_float16_transposed_maps_compose_the_same_segment_maps(monkeypatch, case, LS, rows):
     """Ψ = Φᵀ composed with float16 operands (``dscan_chunk_map_f16_kernel``: Ψ ← Γ_n Ψ − η (Ψ Ûᵀ) W Û, C1 transposed)
     gives the maps Φ = A_m ⋯ A_1 to float16 rounding: within 5e-3 of max |Φ| (measured worst 7.2e-4 over 24 random
     problems with K up to 128, gates of either sign, resets and segments of 2 to 8 chunks), with no segment falling
-    back to the float32 kernel."""
+    back to the float32 kernel; also with the rows of Ψ split over programs (OSDN_DSCAN_MAP_F16_ROWS=64: two row
+    blocks at K = 70 and 128)."""
     import osdn_fast.ops.osdn.dscan_chunk as dc
+    if rows:
+        monkeypatch.setenv("OSDN_DSCAN_MAP_F16_ROWS", str(rows))
     case = dict(case)
     T, cu, K = case.pop("T"), case.pop("cu"), case.pop("K")
     P = make_problem(np.random.default_rng(T + K + LS), T, 2, K, cu, **case)
@@ -538,26 +541,33 @@ def test_float16_transposed_maps_compose_the_same_segment_maps(monkeypatch, case
 
 
 @given(st.integers(0, 2**31 - 1), st.sampled_from([2, 3, 4, 8]), st.sampled_from([1, 3, 17, 64, 70, 128]),
-       st.sampled_from([None, "resets", "gates", "signed"]), st.booleans())
-def test_float16_transposed_maps_property(seed, LS, K, alpha, packed):
+       st.sampled_from([None, "resets", "gates", "signed"]), st.booleans(), st.sampled_from([None, 16, 64]))
+def test_float16_transposed_maps_property(seed, LS, K, alpha, packed, rows):
     """The float16 transposed maps equal the float32 maps to 5e-3 of max |Φ| (C1) over drawn problems: K from 1 to 128,
-    segments of 2 to 8 chunks, gates of either sign, resets, packed sequences with empty ones."""
+    segments of 2 to 8 chunks, gates of either sign, resets, packed sequences with empty ones, Ψ's rows in one block
+    or in blocks of 16 or 64."""
     rng = np.random.default_rng(seed)
     T = int(rng.integers(20, 180))
     cu = [0, T] if not packed else sorted([0, T] + rng.integers(0, T + 1, size=2).tolist())
     P = make_problem(rng, T, 2, K, cu, alpha=alpha)
     P["beta"] = stable_beta(P)
     with pytest.MonkeyPatch.context() as mp:
+        if rows:
+            mp.setenv("OSDN_DSCAN_MAP_F16_ROWS", str(rows))
         ref = _maps(mp, P, cu, K, LS, f16=False)
         got = _maps(mp, P, cu, K, LS, f16=True)
     assert np.abs(got - ref).max() <= 5e-3 * max(np.abs(ref).max(), 1.0)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
-def test_float16_transposed_maps_fall_back_where_an_operand_overflows(monkeypatch):
+@pytest.mark.parametrize("rows", [None, 2], ids=["one-block", "row-blocks"])
+def test_float16_transposed_maps_fall_back_where_an_operand_overflows(monkeypatch, rows):
     """Where the learner expands (unstable inputs, spec "Numerical ranges": keys of norm 3, β = 1, η = 1.9, so each
     step multiplies by about 1 − 1.9 · 9) a float16 operand overflows; such a segment is flagged and composed again by
-    the float32 kernel, as is one with a NaN gate: every map equals that kernel's, NaN where its are."""
+    the float32 kernel, as is one with a NaN gate: every map equals that kernel's, NaN where its are. With the rows of
+    Ψ split over programs (2 rows each, K = 3) any block's overflow flags its segment."""
+    if rows:
+        monkeypatch.setenv("OSDN_DSCAN_MAP_F16_ROWS", str(rows))
     P = make_problem(np.random.default_rng(5), 120, 1, 3, [0, 40, 120], alpha="gates", eta=1.9)
     P["k"] = 3.0 * P["k"] / np.linalg.norm(P["k"], axis=-1, keepdims=True)
     P["beta"] = np.ones_like(P["beta"])

@@ -664,9 +664,11 @@ def dscan_chunk_map_kernel(
 def dscan_chunk_map_f16_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi, bad,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+    BR: tl.constexpr = 0,
 ):
-    """``dscan_chunk_map_kernel``'s maps composed transposed, with float16 operands; grid (NS, H), all K columns a
-    program. A/B switch OSDN_DSCAN_MAP_F16=1 (off by default; not yet timed on a GPU).
+    """``dscan_chunk_map_kernel``'s maps composed transposed, with float16 operands; grid (NS · ⌈BK / BR⌉, H), BR rows
+    of Ψ (columns of Φ) a program, all BK (BR = 0) by default. A/B switch OSDN_DSCAN_MAP_F16=1 (off by default; not yet
+    timed on a GPU), OSDN_DSCAN_MAP_F16_ROWS for BR.
 
     Ψ = Φᵀ steps Ψ ← Γ_n Ψ − η (Ψ Ûᵀ) W Û with W = diag(‖k‖² Γ) M_dᵀ diag(R(n, ·)) [BT, BT] (C1: the transpose of
     A = Γ_n I − η Uᵀ diag(R(n, ·) / ‖k‖²) M_d diag(Γ) U, with U = diag(‖k‖²) Û). Ψ (float32, the loop's accumulator)
@@ -677,15 +679,24 @@ def dscan_chunk_map_f16_kernel(
     float16 rounds like TF32 (11 significant bits) but ends at 65504: Û (entries in [0, β]) and Ψ (entries at most
     about 1 while the learner is stable, spec "Numerical ranges") fit; the small product with W, whose scale follows
     ‖k‖², is in TF32. Where a segment's Ψ is not finite at the end (an operand overflowed, or NaN came in), it is
-    flagged in ``bad`` [NS, H] (int32) and ``dscan_chunk_map_kernel`` recomputes that segment (its FLAGGED mode).
+    flagged in ``bad`` [NS, H] (int32, zeroed before) and ``dscan_chunk_map_kernel`` recomputes that segment (its
+    FLAGGED mode).
+
+    The rows of Ψ evolve independently (row r: Ψ_r ← Γ_n Ψ_r − η (Ψ_r Ûᵀ) W Û), so a program may hold BR of them: at
+    BR = 64 and 4 warps a program is one warp group with half the map (offline: 128 registers, no stack), and twice the
+    programs share the SMs.
     """
-    i_s = tl.program_id(0)
+    RB: tl.constexpr = BK if BR == 0 else BR
+    NR: tl.constexpr = BK // RB
+    i_s = tl.program_id(0) // NR
+    i_r = tl.program_id(0) % NR
     i_h = tl.program_id(1)
     bos = tl.load(cu_seg + i_s).to(tl.int64)
     eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
     et = tl.load(eta + i_h).to(tl.float32)
     o_k = tl.arange(0, BK)
-    psi = tl.where(o_k[:, None] == o_k[None, :], 1.0, 0.0)
+    o_r = i_r * RB + tl.arange(0, RB)
+    psi = tl.where(o_r[:, None] == o_k[None, :], 1.0, 0.0)
     nc = tl.cdiv(eos - bos, BT)
     t0 = bos
     kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
@@ -699,14 +710,15 @@ def dscan_chunk_map_f16_kernel(
         # the next chunk's loads (none past the end), issued before this chunk's products
         kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t1, tl.minimum(t1 + BT, eos), i_h, H, K, BT, BK, HAS_ALPHA)
         uh16 = uh.to(tl.float16)
-        z = tl.dot(psi.to(tl.float16), tl.trans(uh16))  # Ψ Ûᵀ [BK, BT]
+        z = tl.dot(psi.to(tl.float16), tl.trans(uh16))  # Ψ Ûᵀ [RB, BT]
         z = tl.dot(z, W, input_precision="tf32")
         psi = gam_n * psi - et * tl.dot(z.to(tl.float16), uh16)
     # Φ = Ψᵀ: element (a, b) of Ψ is row b, column a of Phi [NS, H, K, K]
-    m = (o_k[:, None] < K) & (o_k[None, :] < K)
-    tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[None, :]) * K + o_k[:, None], psi, mask=m)
+    m = (o_r[:, None] < K) & (o_k[None, :] < K)
+    tl.store(Phi + ((i_s.to(tl.int64) * H + i_h) * K + o_k[None, :]) * K + o_r[:, None], psi, mask=m)
     fin = tl.where(m, (psi == psi) & (tl.abs(psi) < float("inf")), True)
-    tl.store(bad + i_s * H + i_h, (tl.min(tl.min(fin.to(tl.int32), axis=1), axis=0) == 0).to(tl.int32))
+    if tl.min(tl.min(fin.to(tl.int32), axis=1), axis=0) == 0:
+        tl.atomic_max(bad + i_s * H + i_h, 1)
 
 
 @triton.jit
@@ -1118,10 +1130,11 @@ def _segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS):
     if _map_f16() and prec == "tf32" and GS <= 1 and BK <= 128 and NS > 0:
         # transposed maps with float16 operands, then the plain kernel for the segments they flag (none, but where a
         # float16 operand overflowed or NaN came in)
-        bad = torch.empty(NS, H, device=k.device, dtype=torch.int32)
-        dscan_chunk_map_f16_kernel[(NS, H)](k, beta, alpha, eta, Md, cu_s, Phi, bad, H=H, K=K, BK=BK, BT=C,
-                                            HAS_ALPHA=alpha is not None, num_warps=_env("OSDN_DSCAN_MAP_F16_WARPS", 8),
-                                            num_stages=1)
+        bad = torch.zeros(NS, H, device=k.device, dtype=torch.int32)
+        BR = min(_env("OSDN_DSCAN_MAP_F16_ROWS", BK), BK)
+        dscan_chunk_map_f16_kernel[(NS * cdiv(BK, BR), H)](
+            k, beta, alpha, eta, Md, cu_s, Phi, bad, H=H, K=K, BK=BK, BT=C, HAS_ALPHA=alpha is not None, BR=BR,
+            num_warps=_env("OSDN_DSCAN_MAP_F16_WARPS", 8 if BR >= 128 else 4), num_stages=1)
     dscan_chunk_map_kernel[(NS * cdiv(K, BN), H)](
         k, beta, alpha, eta, Md, cu_s, Phi, Zb, Sp, H=H, K=K, BK=BK, BT=C * max(GS, 1), BN=BN,
         HAS_ALPHA=alpha is not None, PREC=prec, GROUPS=GS > 1, bad=bad, FLAGGED=bad is not None, num_warps=nwm,
