@@ -571,6 +571,20 @@ def dscan_chunk_bwd_walk_kernel(
 
 
 @triton.jit
+def _segment_start(k, beta, alpha, eta, Md, cu_seg, i_s, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+                   BT: tl.constexpr, HAS_ALPHA: tl.constexpr, LOAD_MD: tl.constexpr = True):
+    """What a map kernel's program starts segment i_s of head i_h with: its rows [bos, eos), η, its number of chunks
+    and the first chunk's loads (``_carry_loads``; an empty segment reads nothing, rows [bos, bos))."""
+    bos = tl.load(cu_seg + i_s).to(tl.int64)
+    eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
+    et = tl.load(eta + i_h).to(tl.float32)
+    nc = tl.cdiv(eos - bos, BT)
+    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, bos, tl.where(nc > 0, tl.minimum(bos + BT, eos), bos), i_h, H, K,
+                                  BT, BK, HAS_ALPHA, LOAD_MD)
+    return bos, eos, et, nc, kr, br, ar, mr
+
+
+@triton.jit
 def dscan_chunk_map_kernel(
     k, beta, alpha, eta, Md, cu_seg, Phi, Zb, Sp,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
@@ -615,17 +629,11 @@ def dscan_chunk_map_kernel(
     if FLAGGED:
         if tl.load(bad + i_s * H + i_h) == 0:
             return
-    bos = tl.load(cu_seg + i_s).to(tl.int64)
-    eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
-    et = tl.load(eta + i_h).to(tl.float32)
+    bos, eos, et, nc, kr, br, ar, mr = _segment_start(k, beta, alpha, eta, Md, cu_seg, i_s, i_h, H, K, BK, BT,
+                                                      HAS_ALPHA, LOAD_MD=not GROUPS)
     o_k = tl.arange(0, BK)
     o_j = i_j * BN + tl.arange(0, BN)
     phi = tl.where(o_k[:, None] == o_j[None, :], 1.0, 0.0)
-    nc = tl.cdiv(eos - bos, BT)
-    t0 = bos
-    # the first chunk's loads; an empty segment reads nothing (rows [t0, t0))
-    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
-                                  BK, HAS_ALPHA, LOAD_MD=not GROUPS)
     for c in range(0, nc):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
@@ -691,16 +699,11 @@ def dscan_chunk_map_f16_kernel(
     i_s = tl.program_id(0) // NR
     i_r = tl.program_id(0) % NR
     i_h = tl.program_id(1)
-    bos = tl.load(cu_seg + i_s).to(tl.int64)
-    eos = tl.load(cu_seg + i_s + 1).to(tl.int64)
-    et = tl.load(eta + i_h).to(tl.float32)
+    bos, eos, et, nc, kr, br, ar, mr = _segment_start(k, beta, alpha, eta, Md, cu_seg, i_s, i_h, H, K, BK, BT,
+                                                      HAS_ALPHA)
     o_k = tl.arange(0, BK)
     o_r = i_r * RB + tl.arange(0, RB)
     psi = tl.where(o_r[:, None] == o_k[None, :], 1.0, 0.0)
-    nc = tl.cdiv(eos - bos, BT)
-    t0 = bos
-    kr, br, ar, mr = _carry_loads(k, beta, alpha, Md, t0, tl.where(nc > 0, tl.minimum(t0 + BT, eos), t0), i_h, H, K, BT,
-                                  BK, HAS_ALPHA)
     for c in range(0, nc):
         t0 = bos + c * BT
         t1 = tl.minimum(t0 + BT, eos)
