@@ -54,11 +54,11 @@ def _tensor(name: str, x: Any, dtypes=STREAM_DTYPES) -> None:
         raise TypeError(f"{name}: expected dtype in ({want}), got {str(x.dtype).replace('torch.', '')}")
 
 
-# η tensors that passed the value check (E8: η ≥ 0, no NaN), by id: a weak reference to the tensor and its in-place
-# version counter when checked. A decoding loop that passes the same unmodified η every token so copies it to the host
-# (a device sync for a CUDA tensor) once, not once a token. Inference tensors keep no version counter and are read
-# every time. Writes that bypass the version counter (through ``.data`` or a NumPy view of a CPU tensor) are not seen:
-# a tensor changed that way after its check is not checked again.
+# η tensors that passed the value check (E8: η ≥ 0, no NaN), by id: a weak reference to the tensor, its in-place
+# version counter when checked and its minimum. A decoding loop that passes the same unmodified η every token so copies
+# it to the host (a device sync for a CUDA tensor) once, not once a token. Inference tensors keep no version counter
+# and are read every time. Writes that bypass the version counter (through ``.data`` or a NumPy view of a CPU tensor)
+# are not seen: a tensor changed that way after its check is not checked again.
 _ETA_PASSED: dict = {}
 
 
@@ -69,8 +69,8 @@ def _eta_read(eta: torch.Tensor) -> float:
 
 
 def _eta_min(eta: torch.Tensor) -> float:
-    """What the value check of E8 needs of a tensor η: its minimum, or 0.0 for the very tensor (same object, not
-    modified in place since) that passed the check before (``_ETA_PASSED``)."""
+    """What the value check of E8 needs of a tensor η: its minimum, read on the host, or remembered for the very
+    tensor (same object, not modified in place since) that passed the check before (``_ETA_PASSED``)."""
     try:
         version = eta._version
     except RuntimeError:  # an inference tensor (or a wrapper) without a version counter
@@ -78,10 +78,10 @@ def _eta_min(eta: torch.Tensor) -> float:
     key = id(eta)
     seen = _ETA_PASSED.get(key)
     if seen is not None and seen[0]() is eta and seen[1] == version:
-        return 0.0
+        return seen[2]
     m = _eta_read(eta)
     if m >= 0:  # False for NaN
-        _ETA_PASSED[key] = (weakref.ref(eta, lambda _, key=key, d=_ETA_PASSED: d.pop(key, None)), version)
+        _ETA_PASSED[key] = (weakref.ref(eta, lambda _, key=key, d=_ETA_PASSED: d.pop(key, None)), version, m)
     return m
 
 

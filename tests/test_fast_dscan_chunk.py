@@ -450,46 +450,11 @@ def test_two_level_carry_equals_the_serial_carry(monkeypatch, case, C):
     check(P, C)
 
 
-@pytest.mark.parametrize("LS,GS", [(4, 2), (6, 4), (3, 2)], ids=["two-groups", "partial-group", "odd-segments"])
-@pytest.mark.parametrize("case", [dict(T=170, cu=[0, 5, 170], alpha="gates", K=5),
-                                  dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed", K=70)],
-                         ids=["gates", "packed-signed-K70"])
-def test_group_factors_compose_the_same_segment_maps(monkeypatch, case, LS, GS):
-    """The segment maps Φ = A_m ⋯ A_1 (C1) composed GS chunks a step from the group factors of
-    ``dscan_chunk_group_kernel`` (B = Γ_g I − Σ_c P_c Z_c per group) equal the maps composed one chunk a step, to
-    float32 rounding: groups that fill a segment, a short last group, segments of an odd number of chunks, packed
-    and empty sequences, gates of either sign, and K = 70 (two column blocks of the factors)."""
+def _segment_maps_of(P, cu, K, LS, w_dtype, C=16):
+    """The two-level carry's segment maps Φ [NS, H, K, K] (C1) of problem P: M_d by ``dscan_chunk_prep_kernel``, then
+    ``dscan_chunk_forward``'s ``_segment_maps`` for write keys stored in ``w_dtype`` (segments of LS chunks of C)."""
     import osdn_fast.ops.osdn.dscan_chunk as dc
     from osdn_fast.ops.osdn.utils import chunk_index_tensors, next_pow2, scan_segment_tensors
-    case = dict(case)
-    T, cu, K = case.pop("T"), case.pop("cu"), case.pop("K")
-    P = make_problem(np.random.default_rng(T + K), T, 2, K, cu, **case)
-    P["beta"] = stable_beta(P)
-    C = 16
-    k, beta, alpha, eta = (_t(P[n]) for n in ("k", "beta", "alpha", "eta"))
-    H, BK = k.shape[2], next_pow2(K)
-    cu_h = np.asarray(cu)
-    idx, _, NT = chunk_index_tensors(cu_h, C, DEVICE)
-    Md = torch.empty(1, T, H, C, device=DEVICE, dtype=F32)
-    dc.dscan_chunk_prep_kernel[(NT, H)](k, beta, alpha, eta, torch.tensor(cu_h, dtype=torch.int32, device=DEVICE), idx,
-                                        Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=True, PREC="ieee",
-                                        num_warps=1)
-    segs = scan_segment_tensors(cu_h, C, LS, DEVICE)
-    maps = {}
-    for gs in (0, GS):
-        monkeypatch.setenv("OSDN_DSCAN_MAP_GS", str(gs))
-        maps[gs] = dc._segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, F32, LS).cpu().numpy()
-    assert np.abs(maps[0]).max() > 0.1  # the maps are not all reset to 0
-    np.testing.assert_allclose(maps[GS], maps[0], rtol=0, atol=2e-6)
-
-
-def _maps(monkeypatch, P, cu, K, LS, f16, C=16):
-    """The segment maps Φ [NS, H, K, K] of problem P (C1), composed by ``dscan_chunk_map_f16_kernel`` (transposed,
-    float16 operands; with its fallback) or by ``dscan_chunk_map_kernel`` (float32 products in the interpreter)."""
-    import osdn_fast.ops.osdn.dscan_chunk as dc
-    from osdn_fast.ops.osdn.utils import chunk_index_tensors, next_pow2, scan_segment_tensors
-    monkeypatch.setenv("OSDN_DSCAN_MAP_F16", "1" if f16 else "0")
-    monkeypatch.setenv("OSDN_DSCAN_MAP_PREC", "tf32")  # the bfloat16 problems' maps, the only ones it takes
     k, beta, alpha, eta = (_t(P[n]) for n in ("k", "beta", "alpha", "eta"))
     T, H, BK = k.shape[1], k.shape[2], next_pow2(K)
     cu_h = np.asarray(cu)
@@ -499,7 +464,36 @@ def _maps(monkeypatch, P, cu, K, LS, f16, C=16):
                                         Md, H=H, K=K, BT=C, BKC=min(BK, 64), HAS_ALPHA=alpha is not None, PREC="ieee",
                                         num_warps=1)
     segs = scan_segment_tensors(cu_h, C, LS, DEVICE)
-    return dc._segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, torch.bfloat16, LS).cpu().numpy()
+    return dc._segment_maps(k, beta, alpha, eta, Md, segs, H, K, BK, C, w_dtype, LS).cpu().numpy()
+
+
+@pytest.mark.parametrize("LS,GS", [(4, 2), (6, 4), (3, 2)], ids=["two-groups", "partial-group", "odd-segments"])
+@pytest.mark.parametrize("case", [dict(T=170, cu=[0, 5, 170], alpha="gates", K=5),
+                                  dict(T=170, cu=[0, 0, 3, 160, 160, 170], alpha="signed", K=70)],
+                         ids=["gates", "packed-signed-K70"])
+def test_group_factors_compose_the_same_segment_maps(monkeypatch, case, LS, GS):
+    """The segment maps Φ = A_m ⋯ A_1 (C1) composed GS chunks a step from the group factors of
+    ``dscan_chunk_group_kernel`` (B = Γ_g I − Σ_c P_c Z_c per group) equal the maps composed one chunk a step, to
+    float32 rounding: groups that fill a segment, a short last group, segments of an odd number of chunks, packed
+    and empty sequences, gates of either sign, and K = 70 (two column blocks of the factors)."""
+    case = dict(case)
+    T, cu, K = case.pop("T"), case.pop("cu"), case.pop("K")
+    P = make_problem(np.random.default_rng(T + K), T, 2, K, cu, **case)
+    P["beta"] = stable_beta(P)
+    maps = {}
+    for gs in (0, GS):
+        monkeypatch.setenv("OSDN_DSCAN_MAP_GS", str(gs))
+        maps[gs] = _segment_maps_of(P, cu, K, LS, F32)
+    assert np.abs(maps[0]).max() > 0.1  # the maps are not all reset to 0
+    np.testing.assert_allclose(maps[GS], maps[0], rtol=0, atol=2e-6)
+
+
+def _maps(monkeypatch, P, cu, K, LS, f16):
+    """The segment maps Φ [NS, H, K, K] of problem P (C1), composed by ``dscan_chunk_map_f16_kernel`` (transposed,
+    float16 operands; with its fallback) or by ``dscan_chunk_map_kernel`` (float32 products in the interpreter)."""
+    monkeypatch.setenv("OSDN_DSCAN_MAP_F16", "1" if f16 else "0")
+    monkeypatch.setenv("OSDN_DSCAN_MAP_PREC", "tf32")  # the bfloat16 problems' maps, the only ones it takes
+    return _segment_maps_of(P, cu, K, LS, torch.bfloat16)
 
 
 @pytest.mark.parametrize("LS,rows", [(2, None), (4, None), (4, 64)], ids=["LS2", "LS4", "LS4-rows64"])
@@ -559,7 +553,8 @@ def test_float16_transposed_maps_property(seed, LS, K, alpha, packed, rows):
     assert np.abs(got - ref).max() <= 5e-3 * max(np.abs(ref).max(), 1.0)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("rows", [None, 2], ids=["one-block", "row-blocks"])
 def test_float16_transposed_maps_fall_back_where_an_operand_overflows(monkeypatch, rows):
     """Where the learner expands (unstable inputs, spec "Numerical ranges": keys of norm 3, β = 1, η = 1.9, so each

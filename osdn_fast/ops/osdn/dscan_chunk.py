@@ -691,8 +691,8 @@ def dscan_chunk_map_f16_kernel(
     FLAGGED mode).
 
     The rows of Ψ evolve independently (row r: Ψ_r ← Γ_n Ψ_r − η (Ψ_r Ûᵀ) W Û), so a program may hold BR of them: at
-    BR = 64 and 4 warps a program is one warp group with half the map (offline: 128 registers, no stack), and twice the
-    programs share the SMs.
+    BR = 64 and 4 warps a program is one warp group with half the map (offline: 166 registers, no stack, three programs
+    an SM; 122 at 8 warps, two), and twice the programs share the SMs.
     """
     RB: tl.constexpr = BK if BR == 0 else BR
     NR: tl.constexpr = BK // RB
@@ -1039,8 +1039,8 @@ def _mask_from_w() -> bool:
 
 
 def _map_f16() -> bool:
-    """Whether the segment maps of a bfloat16 problem are composed by ``dscan_chunk_map_f16_kernel`` (transposed, float16
-    operands; env OSDN_DSCAN_MAP_F16=1; default off until a GPU has timed it)."""
+    """Whether the segment maps of a bfloat16 problem are composed by ``dscan_chunk_map_f16_kernel`` (transposed,
+    float16 operands; env OSDN_DSCAN_MAP_F16=1; default off until a GPU has timed it)."""
     return bool(_env("OSDN_DSCAN_MAP_F16", 0))
 
 
@@ -1057,8 +1057,9 @@ def _side_stream(dev):
 def _maps_beside() -> bool:
     """Whether the segment maps run on a second CUDA stream beside the two-level carry's first pass (env
     OSDN_DSCAN_MAP_STREAM=1; default off). Measured once before, with the float32 maps (fourteenth session, run15 log
-    call 4): the pass stretched 0.145 → 0.29 ms beside them, no gain, both kernels being bound by the SM's shared memory
-    and L1; the float16 maps (``dscan_chunk_map_f16_kernel``) use a fraction of it, so the A/B is owed again with them."""
+    call 4): the pass stretched 0.145 → 0.29 ms beside them, no gain, both kernels being bound by the SM's shared
+    memory and L1; the float16 maps (``dscan_chunk_map_f16_kernel``) use a fraction of it, so the A/B is owed again
+    with them."""
     return bool(_env("OSDN_DSCAN_MAP_STREAM", 0))
 
 
